@@ -1,0 +1,1 @@
+"""nerfstudio method specifications of nid-nerf: ``nid-field`` and ``nid-dict``."""

@@ -1,0 +1,318 @@
+"""NIDModel: renders the NID SDF field with VolSDF, sampled by a cached coarse SDF grid.
+
+Per ray: ``num_coarse_samples`` uniform samples are looked up in a cached dense SDF grid (refreshed
+every ``grid_update_interval`` steps, so they cost a trilinear lookup each), their VolSDF weights
+define a pdf, and ``num_fine_samples`` importance samples (with a uniform floor) are evaluated by
+the real field, with analytic normals for the eikonal loss and the colour head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colors
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+from torch.nn import Parameter
+from torchmetrics.functional import structural_similarity_index_measure
+
+from nid_nerf.encoding import HashGridSpec
+from nid_nerf.field import NIDField
+from nid_nerf.metrics import lpips_if_available, psnr
+from nid_nerf.rendering import (
+    grid_lookup,
+    ray_aabb,
+    render_weights_from_edges,
+    sample_pdf,
+    stratified_midpoints,
+)
+
+
+@dataclass
+class NIDModelConfig(ModelConfig):
+    """The NID field model. K = 1 with a fixed code is a plain hash-grid SDF field."""
+
+    _target: Type = field(default_factory=lambda: NIDModel)
+    enable_collider: bool = False
+    """Rays are clipped to the scene box by the model itself."""
+    eval_num_rays_per_chunk: int = 16384
+    # --- dictionary
+    num_experts: int = 1
+    """K, the number of hash-grid experts."""
+    top_k: int = 1
+    """k, experts kept by the gate of each scene."""
+    learn_codes: bool = False
+    """Learn a code per scene (True for nid-dict and the solve stage)."""
+    dense_warmup_steps: int = 0
+    """Steps with a dense gate and an L1 code penalty before switching to top-k."""
+    code_l1_mult: float = 1e-3
+    load_balance_mult: float = 1e-2
+    # --- hash grid (shared by all experts)
+    num_levels: int = 8
+    log2_table_size: int = 15
+    features_per_level: int = 2
+    base_resolution: int = 16
+    max_resolution: int = 256
+    # --- decoder
+    geo_hidden_dim: int = 64
+    geo_num_layers: int = 1
+    geo_feat_dim: int = 15
+    color_hidden_dim: int = 64
+    color_num_layers: int = 2
+    sphere_radius: float = 0.5
+    """Initial SDF is a sphere of this radius, as a fraction of the half-extent of the scene box."""
+    # --- rendering
+    num_coarse_samples: int = 64
+    """Uniform samples per ray looked up in the cached SDF grid (cheap)."""
+    num_fine_samples: int = 32
+    """Importance samples per ray evaluated by the field during training."""
+    eval_num_fine_samples: int = 24
+    """Importance samples per ray at eval / viewer time."""
+    uniform_floor: float = 0.1
+    """Share of the importance-sampling pdf spread uniformly along the ray."""
+    grid_resolution: int = 64
+    grid_update_interval: int = 16
+    beta_init: float = 0.1
+    beta_min: float = 1e-3
+    background_color: Literal["random", "white", "black"] = "random"
+    """Training background for RGBA data (random makes alpha learnable). RGB data uses eval_background_color."""
+    eval_background_color: Literal["white", "black"] = "white"
+    # --- losses
+    rgb_loss: Literal["l1", "huber"] = "l1"
+    eikonal_loss_mult: float = 0.1
+    eikonal_points: int = 256
+    """Extra uniformly random points per step for the eikonal loss."""
+    alpha_loss_mult: float = 0.05
+    """L1 between accumulation and the image alpha (RGBA data only)."""
+
+
+class NIDModel(Model):
+    """SDF + radiance from gated hash-grid experts, rendered with VolSDF."""
+
+    config: NIDModelConfig
+    is_sdf_model = True
+
+    def populate_modules(self):
+        super().populate_modules()
+        cfg = self.config
+        metadata = self.kwargs.get("metadata") or {}
+        self.num_scenes = int(metadata.get("num_scenes", 1))
+        spec = HashGridSpec(cfg.num_levels, cfg.log2_table_size, cfg.features_per_level, cfg.base_resolution,
+                            cfg.max_resolution)
+        self.field = NIDField(
+            aabb=self.scene_box.aabb,
+            spec=spec,
+            num_experts=cfg.num_experts,
+            top_k=cfg.top_k,
+            num_scenes=self.num_scenes,
+            learn_codes=cfg.learn_codes,
+            geo_hidden=(cfg.geo_hidden_dim,) * cfg.geo_num_layers,
+            geo_feat_dim=cfg.geo_feat_dim,
+            color_hidden=(cfg.color_hidden_dim,) * cfg.color_num_layers,
+            sphere_radius=cfg.sphere_radius,
+        )
+        self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
+        g = cfg.grid_resolution
+        self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
+        self._next_grid_scene = 0
+        self._lpips_logged = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def beta(self) -> Tensor:
+        return self.log_beta.exp() + self.config.beta_min
+
+    def _grid_points01(self, g: int) -> Tensor:
+        lin = torch.linspace(0.0, 1.0, g, device=self.field.aabb.device)
+        zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
+        return torch.stack([xx, yy, zz], -1).view(-1, 3)
+
+    def _sphere_grid(self, g: int) -> Tensor:
+        lo, hi = self.field.aabb
+        pts = lo + self._grid_points01(g) * (hi - lo)
+        radius = (pts - (lo + hi) / 2).norm(dim=-1)
+        return (radius - self.config.sphere_radius * (hi - lo).min() / 2).view(g, g, g)
+
+    @torch.no_grad()
+    def update_coarse_grid(self, scene: int, chunk: int = 65536) -> None:
+        """Re-evaluate the cached SDF grid of one scene from the current field."""
+        g = self.config.grid_resolution
+        lo, hi = self.field.aabb
+        pts = lo + self._grid_points01(g) * (hi - lo)
+        values = torch.cat([self.field.sdf(p, scene).view(-1) for p in pts.split(chunk)])
+        self.coarse_sdf[scene] = values.view(g, g, g)
+
+    def _scene_of_rays(self, ray_bundle: RayBundle) -> Optional[Tensor]:
+        meta = ray_bundle.metadata or {}
+        if self.num_scenes > 1 and "scene_index" in meta:
+            return meta["scene_index"].reshape(-1).long()
+        return None
+
+    # ------------------------------------------------------------------ nerfstudio API
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = {
+            "experts": [self.field.experts.tables],
+            "decoder": list(self.field.geometry.parameters()) + list(self.field.color_head.parameters()),
+            "beta": [self.log_beta],
+        }
+        if isinstance(self.field.gate.codes, Parameter):
+            groups["codes"] = [self.field.gate.codes]
+        return groups
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        def refresh_grid(step: int) -> None:
+            self.update_coarse_grid(self._next_grid_scene)
+            self._next_grid_scene = (self._next_grid_scene + 1) % self.num_scenes
+
+        callbacks = [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid,
+                             update_every_num_iters=max(1, self.config.grid_update_interval // self.num_scenes))
+        ]
+        if self.config.learn_codes and not bool(self.field.gate.sparse):
+            def make_sparse(step: int) -> None:
+                if step >= self.config.dense_warmup_steps and not bool(self.field.gate.sparse):
+                    self.field.gate.sparse.fill_(True)
+                    CONSOLE.log(f"nid: gate switched to top-{self.field.gate.top_k} at step {step}")
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], make_sparse))
+        return callbacks
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        cfg = self.config
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        scene = self._scene_of_rays(ray_bundle)
+        num_rays = origins.shape[0]
+        lo, hi = self.field.aabb
+        near, far, hit = ray_aabb(origins, directions, self.field.aabb)
+        beta = self.beta
+
+        # coarse: cached SDF grid -> pdf -> importance samples
+        with torch.no_grad():
+            edges_c, t_c = stratified_midpoints(near, far, cfg.num_coarse_samples, jitter=self.training)
+            pts_c = ((origins[:, None] + directions[:, None] * t_c[..., None]) - lo) / (hi - lo)
+            sdf_c = self._lookup_grid(pts_c.view(-1, 3), scene, t_c.shape[1]).view_as(t_c)
+            cell = float((hi - lo).max()) / (cfg.grid_resolution - 1)
+            w_c = render_weights_from_edges(sdf_c, edges_c, torch.clamp(beta.detach(), min=0.5 * cell))
+            num_fine = cfg.num_fine_samples if self.training else cfg.eval_num_fine_samples
+            edges = sample_pdf(edges_c, w_c, num_fine + 1, cfg.uniform_floor, deterministic=not self.training)
+        t = 0.5 * (edges[:, 1:] + edges[:, :-1])
+        positions = origins[:, None] + directions[:, None] * t[..., None]
+        sample_dirs = directions[:, None].expand_as(positions)
+        sample_scene = None if scene is None else scene[:, None].expand(num_rays, num_fine).reshape(-1)
+        out = self.field.forward_samples(positions.reshape(-1, 3), sample_dirs.reshape(-1, 3), sample_scene)
+        sdf = out["sdf"].view(num_rays, num_fine)
+        weights = render_weights_from_edges(sdf, edges, beta, hit)
+        acc = weights.sum(-1, keepdim=True)
+        rgb_raw = (weights[..., None] * out["rgb"].view(num_rays, num_fine, 3)).sum(1)
+        normals = (weights[..., None] * out["normals"].view(num_rays, num_fine, 3)).sum(1)
+        depth = (weights * t).sum(-1, keepdim=True) / acc.clamp(min=1e-6)
+        bg = colors.COLORS_DICT[cfg.eval_background_color].to(rgb_raw)
+        outputs = {
+            "rgb": (rgb_raw + bg * (1.0 - acc)).clamp(0, 1) if not self.training else rgb_raw + bg * (1.0 - acc),
+            "rgb_raw": rgb_raw,
+            "accumulation": acc,
+            "depth": torch.where(acc > 1e-3, depth, far[:, None]),
+            "normals": (F.normalize(normals, dim=-1) + 1.0) / 2.0 * (acc > 1e-3),
+            "sdf_at_depth_samples": sdf.min(-1, keepdim=True).values,
+        }
+        if self.training:
+            grads = [out["gradient"]]
+            if cfg.eikonal_points > 0:
+                rand = lo + torch.rand(cfg.eikonal_points, 3, device=lo.device) * (hi - lo)
+                rand_scene = None if scene is None else scene[torch.randint(0, num_rays, (cfg.eikonal_points,),
+                                                                            device=lo.device)]
+                grads.append(self.field.geometry_forward(rand, rand_scene, with_grad=True)[2])
+            outputs["eikonal_gradients"] = torch.cat(grads)
+        return outputs
+
+    def _lookup_grid(self, x01: Tensor, scene: Optional[Tensor], per_ray: int) -> Tensor:
+        if scene is None:
+            return grid_lookup(self.coarse_sdf[0], x01)
+        out = torch.empty(x01.shape[0], device=x01.device)
+        sample_scene = scene[:, None].expand(-1, per_ray).reshape(-1)
+        for s in torch.unique(sample_scene).tolist():
+            sel = sample_scene == s
+            out[sel] = grid_lookup(self.coarse_sdf[s], x01[sel])
+        return out
+
+    def _targets(self, outputs: Dict[str, Tensor], image: Tensor) -> Tuple[Tensor, Tensor]:
+        """Prediction and ground truth composited on the same background."""
+        image = image.to(outputs["rgb_raw"])
+        if image.shape[-1] == 4:
+            rgb, alpha = image[..., :3], image[..., 3:]
+            if self.training and self.config.background_color == "random":
+                bg = torch.rand_like(rgb)
+            else:
+                name = self.config.background_color if self.config.background_color != "random" else None
+                bg = colors.COLORS_DICT[name or self.config.eval_background_color].to(rgb).expand_as(rgb)
+            pred = outputs["rgb_raw"] + bg * (1.0 - outputs["accumulation"])
+            return pred, rgb * alpha + bg * (1.0 - alpha)
+        return outputs["rgb"], image
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        pred, gt = self._targets(outputs, batch["image"])
+        residual = (pred - gt).abs().mean(-1)
+        outputs["per_ray_residual"] = residual.detach()
+        outputs["_pred_gt"] = (pred, gt)
+        return {"psnr": psnr(pred.detach().clamp(0, 1), gt), "beta": self.beta.detach()}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        cfg = self.config
+        if "_pred_gt" not in outputs:
+            self.get_metrics_dict(outputs, batch)
+        pred, gt = outputs.pop("_pred_gt")
+        if cfg.rgb_loss == "huber":
+            per_ray = F.huber_loss(pred, gt, reduction="none", delta=0.1).mean(-1)
+        else:
+            per_ray = (pred - gt).abs().mean(-1)
+        if "ray_weights" in batch:
+            per_ray = per_ray * batch["ray_weights"].to(per_ray)
+        losses = {"rgb_loss": per_ray.mean()}
+        if self.training and "eikonal_gradients" in outputs:
+            grad_norm = outputs["eikonal_gradients"].norm(dim=-1)
+            losses["eikonal_loss"] = cfg.eikonal_loss_mult * ((grad_norm - 1.0) ** 2).mean()
+        image = batch["image"]
+        if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
+            alpha = image[..., 3:].to(outputs["accumulation"])
+            losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
+        if cfg.learn_codes and self.training:
+            if not bool(self.field.gate.sparse) and cfg.code_l1_mult > 0:
+                losses["code_l1_loss"] = cfg.code_l1_mult * self.field.gate.l1()
+            if cfg.load_balance_mult > 0 and self.field.gate.num_experts > 1:
+                losses["load_balance_loss"] = cfg.load_balance_mult * self.field.gate.balance()
+        return losses
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = batch["image"].to(outputs["rgb"])
+        if image.shape[-1] == 4:
+            bg = colors.COLORS_DICT[self.config.eval_background_color].to(image)
+            image = image[..., :3] * image[..., 3:] + bg * (1.0 - image[..., 3:])
+        pred = outputs["rgb"].clamp(0, 1)
+        gt_chw, pred_chw = image.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
+        metrics = {
+            "psnr": float(psnr(pred, image)),
+            "ssim": float(structural_similarity_index_measure(pred_chw, gt_chw, data_range=1.0)),
+        }
+        lpips = lpips_if_available(pred_chw, gt_chw)
+        if lpips is not None:
+            metrics["lpips"] = lpips
+        depth = outputs["depth"]
+        depth_vis = (depth - depth.min()) / (depth.max() - depth.min()).clamp(min=1e-6)
+        images = {
+            "img": torch.cat([image, pred], dim=1),
+            "accumulation": outputs["accumulation"].expand(*pred.shape[:2], 3),
+            "depth": depth_vis.expand(*pred.shape[:2], 3),
+            "normals": outputs["normals"],
+        }
+        return metrics, images

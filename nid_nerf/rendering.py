@@ -1,0 +1,106 @@
+"""Pure functions for SDF volume rendering (VolSDF, Yariv et al. 2021) and ray sampling."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def ray_aabb(
+    origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], aabb: Float[Tensor, "2 3"], near_min: float = 0.0
+) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Bool[Tensor, "R"]]:
+    """Entry and exit distances of rays through a box; ``hit`` is False for rays that miss it."""
+    inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    t0 = (aabb[0] - origins) * inv
+    t1 = (aabb[1] - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp(min=near_min)
+    far = torch.maximum(t0, t1).amin(-1)
+    hit = far > near + 1e-6
+    far = torch.where(hit, far, near + 1e-3)
+    return near, far, hit
+
+
+def laplace_density(sdf: Float[Tensor, "*bs"], beta: Float[Tensor, ""]) -> Float[Tensor, "*bs"]:
+    """VolSDF density sigma = (1/beta) * Psi_beta(-sdf), Psi the Laplace CDF with scale beta."""
+    s = -sdf
+    psi = torch.where(s <= 0, 0.5 * torch.exp(s.clamp(max=0) / beta), 1.0 - 0.5 * torch.exp(-s.clamp(min=0) / beta))
+    return psi / beta
+
+
+def composite_weights(
+    density: Float[Tensor, "R S"], deltas: Float[Tensor, "R S"]
+) -> Float[Tensor, "R S"]:
+    """w_i = T_i (1 - exp(-sigma_i delta_i)), T_i = prod_{j<i} exp(-sigma_j delta_j)."""
+    tau = density * deltas
+    alpha = 1.0 - torch.exp(-tau)
+    transmittance = torch.exp(-torch.cumsum(F.pad(tau[:, :-1], (1, 0)), dim=-1))
+    return alpha * transmittance
+
+
+def sample_pdf(
+    edges: Float[Tensor, "R B+1"],
+    weights: Float[Tensor, "R B"],
+    num_samples: int,
+    uniform_floor: float = 0.1,
+    deterministic: bool = False,
+) -> Float[Tensor, "R num_samples"]:
+    """Inverse-CDF samples from a piecewise-constant pdf on ``edges``, sorted along the ray.
+
+    ``uniform_floor`` of the probability mass is spread uniformly over the ray so no interval starves.
+    """
+    r, b = weights.shape
+    pdf = weights.clamp(min=0) + 1e-8
+    pdf = pdf / pdf.sum(-1, keepdim=True)
+    lengths = edges[:, 1:] - edges[:, :-1]
+    uniform = lengths / lengths.sum(-1, keepdim=True).clamp(min=1e-9)
+    pdf = (1.0 - uniform_floor) * pdf + uniform_floor * uniform
+    cdf = F.pad(torch.cumsum(pdf, -1), (1, 0))
+    cdf[:, -1] = 1.0
+    if deterministic:
+        u = torch.linspace(0.5 / num_samples, 1 - 0.5 / num_samples, num_samples, device=edges.device)
+        u = u.expand(r, num_samples).contiguous()
+    else:
+        u = (torch.arange(num_samples, device=edges.device) + torch.rand(r, num_samples, device=edges.device))
+        u = u / num_samples
+    i = torch.searchsorted(cdf, u, right=True).clamp(1, b)
+    c0, c1 = cdf.gather(1, i - 1), cdf.gather(1, i)
+    e0, e1 = edges.gather(1, i - 1), edges.gather(1, i)
+    frac = ((u - c0) / (c1 - c0).clamp(min=1e-9)).clamp(0, 1)
+    return e0 + frac * (e1 - e0)
+
+
+def grid_lookup(
+    grid: Float[Tensor, "G G G"], x01: Float[Tensor, "N 3"]
+) -> Float[Tensor, "N"]:
+    """Trilinear lookup in a dense grid stored [z, y, x] over [0, 1]^3 (vertex-aligned)."""
+    coords = (x01 * 2.0 - 1.0).view(1, 1, 1, -1, 3)
+    out = F.grid_sample(grid[None, None], coords, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(-1)
+
+
+def stratified_midpoints(
+    near: Float[Tensor, "R"], far: Float[Tensor, "R"], num: int, jitter: bool
+) -> Tuple[Float[Tensor, "R num+1"], Float[Tensor, "R num"]]:
+    """``num`` equal bins between near and far: their edges and (jittered) sample positions."""
+    u = torch.linspace(0.0, 1.0, num + 1, device=near.device)
+    edges = near[:, None] + (far - near)[:, None] * u
+    if jitter:
+        t = edges[:, :-1] + (edges[:, 1:] - edges[:, :-1]) * torch.rand_like(edges[:, :-1])
+    else:
+        t = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    return edges, t
+
+
+def render_weights_from_edges(
+    sdf: Float[Tensor, "R S"], edges: Float[Tensor, "R S+1"], beta: Float[Tensor, ""],
+    hit: Optional[Bool[Tensor, "R"]] = None,
+) -> Float[Tensor, "R S"]:
+    """Compositing weights for samples at the midpoints of ``edges``; rays that miss the box get 0."""
+    w = composite_weights(laplace_density(sdf, beta), edges[:, 1:] - edges[:, :-1])
+    if hit is not None:
+        w = w * hit[:, None].to(w.dtype)
+    return w
