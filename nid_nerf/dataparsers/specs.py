@@ -1,10 +1,20 @@
-"""Entry points for ``nerfstudio.dataparser_configs`` (temporary stand-in by the lead; helper-1 owns this file).
+"""nerfstudio entry points (``nerfstudio.dataparser_configs``): ``nid-scene`` and ``nid-collection``."""
 
-Keep this module light: no pipeline or datamanager imports (import cycle in nerfstudio).
-"""
+from __future__ import annotations
 
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-nid_scene = DataParserSpecification(config=NerfstudioDataParserConfig(), description="placeholder")
-nid_collection = DataParserSpecification(config=NerfstudioDataParserConfig(), description="placeholder")
+from nid_nerf.dataparsers.collection_dataparser import NIDCollectionDataParserConfig
+from nid_nerf.dataparsers.scene_dataparser import NIDSceneDataParserConfig
+
+nid_scene = DataParserSpecification(
+    config=NIDSceneDataParserConfig(),
+    description="One scene (nerfstudio transforms.json or Blender transforms_{split}.json), frame kept as is, "
+    "clear errors on bad input, --num-train-views N for few-view training.",
+)
+
+nid_collection = DataParserSpecification(
+    config=NIDCollectionDataParserConfig(),
+    description="A folder of scene folders as one dataset; each image carries its scene index "
+    "(cameras.metadata['scene_index']); --num-train-views N per scene.",
+)

@@ -1,0 +1,1 @@
+"""Data synthesis: render meshes and procedural shape families into posed nerfstudio scenes."""

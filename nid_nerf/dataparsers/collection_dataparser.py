@@ -1,0 +1,139 @@
+"""``nid-collection``: a folder of scene folders read as one dataset, each image tagged with its scene index.
+
+Scenes are numbered by sorted folder name (after the include/exclude filters). Each scene is read by
+:class:`NIDSceneDataParser` with the same options (so ``--num-train-views`` applies per scene), and scenes may
+differ in intrinsics and resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import List, Optional, Tuple, Type
+
+import torch
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nid_nerf.dataparsers.outputs import SCENE_INDEX, concat_cameras, concat_lists, merge_metadata, tag_scene
+from nid_nerf.dataparsers.scene_dataparser import NIDSceneDataParser, NIDSceneDataParserConfig
+from nid_nerf.dataparsers.validation import check_data_path
+from nid_nerf.errors import NIDInputError
+
+
+@dataclass
+class NIDCollectionDataParserConfig(NIDSceneDataParserConfig):
+    """A collection: ``data`` holds one subfolder per scene (nerfstudio or Blender format)."""
+
+    _target: Type = field(default_factory=lambda: NIDCollectionDataParser)
+    data: Path = Path()
+    """Folder whose subfolders are scenes."""
+    scenes: Tuple[str, ...] = ()
+    """Only these scene folders (empty: all)."""
+    exclude_scenes: Tuple[str, ...] = ()
+    """Leave these scene folders out (e.g. held-out scenes for few-view evaluation)."""
+    max_scenes: Optional[int] = None
+    """Keep only the first N scenes (by sorted name) after the filters."""
+
+
+def find_scene_folders(root: Path) -> Tuple[List[Path], List[str]]:
+    """Sorted subfolders that hold transforms.json or transforms_train.json, and the names of the others."""
+    scenes, other = [], []
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (sub / "transforms.json").is_file() or (sub / "transforms_train.json").is_file():
+            scenes.append(sub)
+        else:
+            other.append(sub.name)
+    return scenes, other
+
+
+@dataclass
+class NIDCollectionDataParser(DataParser):
+    config: NIDCollectionDataParserConfig
+
+    def __init__(self, config: NIDCollectionDataParserConfig):
+        super().__init__(config=config)
+        self._parsers: Optional[List[NIDSceneDataParser]] = None
+
+    def scene_folders(self) -> List[Path]:
+        root = check_data_path(self.config.data, "collection folder")
+        if not root.is_dir():
+            raise NIDInputError(f"collection {root} is not a folder; pass --data with the folder of scene folders")
+        scenes, other = find_scene_folders(root)
+        if not scenes:
+            if (root / "transforms.json").is_file() or (root / "transforms_train.json").is_file():
+                raise NIDInputError(
+                    f"{root} is a single scene, not a collection; use the nid-scene dataparser, or pass --data with "
+                    "the folder that holds the scene folders"
+                )
+            raise NIDInputError(
+                f"collection {root} has no scene folders (subfolders with transforms.json or transforms_train.json); "
+                "render one with scripts/render_collection.py"
+            )
+        if other:
+            CONSOLE.log(f"[yellow]{root}: ignoring {len(other)} folder(s) without a transforms file: {', '.join(other[:5])}")
+        names = [s.name for s in scenes]
+        unknown = [s for s in (*self.config.scenes, *self.config.exclude_scenes) if s not in names]
+        if unknown:
+            raise NIDInputError(f"{root} has no scene folder named {unknown[0]!r}; check --scenes / --exclude-scenes")
+        if self.config.scenes:
+            scenes = [s for s in scenes if s.name in self.config.scenes]
+        scenes = [s for s in scenes if s.name not in self.config.exclude_scenes]
+        if self.config.max_scenes is not None:
+            scenes = scenes[: self.config.max_scenes]
+        if not scenes:
+            raise NIDInputError(f"{root}: the scene filters leave no scene; loosen --scenes/--exclude-scenes/--max-scenes")
+        return scenes
+
+    def _scene_parsers(self) -> List[NIDSceneDataParser]:
+        if self._parsers is None:
+            base = {f.name: getattr(self.config, f.name) for f in fields(NIDSceneDataParserConfig) if f.name != "_target"}
+            self._parsers = [
+                NIDSceneDataParser(NIDSceneDataParserConfig(**{**base, "data": folder})) for folder in self.scene_folders()
+            ]
+        return self._parsers
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        parsers = self._scene_parsers()
+        names = [p.scene_name for p in parsers]
+        per_scene = []
+        quiet = CONSOLE.quiet
+        CONSOLE.quiet = True  # nerfstudio logs a few lines per scene; with hundreds of scenes that drowns the log
+        try:
+            for index, parser in enumerate(parsers):
+                outputs = parser.get_dataparser_outputs(split=split)
+                per_scene.append(tag_scene(outputs, index, parser.scene_name))
+        finally:
+            CONSOLE.quiet = quiet
+        CONSOLE.log(f"nid-collection: {len(parsers)} scenes, {sum(len(o.image_filenames) for o in per_scene)} {split} images")
+
+        masks = [o.mask_filenames for o in per_scene]
+        if any(m is None for m in masks) and any(m is not None for m in masks):
+            with_masks = [n for n, m in zip(names, masks) if m is not None]
+            raise NIDInputError(
+                f"{self.config.data}: scenes {', '.join(with_masks[:3])} have masks and others do not; give every "
+                "scene masks or pass --masks ignore"
+            )
+        aabbs = torch.stack([o.scene_box.aabb for o in per_scene])
+        scene_box = SceneBox(aabb=torch.stack([aabbs[:, 0].min(0).values, aabbs[:, 1].max(0).values]))
+        transforms = torch.stack([o.dataparser_transform for o in per_scene])
+        scales = torch.tensor([float(o.dataparser_scale) for o in per_scene])
+        same_frame = bool(torch.allclose(transforms, transforms[0:1]) and torch.allclose(scales, scales[0:1]))
+        metadata = merge_metadata([o.metadata for o in per_scene], names)
+        metadata["scene_image_counts"] = [len(o.image_filenames) for o in per_scene]
+        if not same_frame:
+            metadata["scene_dataparser_transforms"] = transforms
+            metadata["scene_dataparser_scales"] = scales
+        cameras = concat_cameras([o.cameras for o in per_scene])
+        assert cameras.metadata is not None and SCENE_INDEX in cameras.metadata
+        return DataparserOutputs(
+            image_filenames=concat_lists([o.image_filenames for o in per_scene]),
+            cameras=cameras,
+            alpha_color=per_scene[0].alpha_color,
+            scene_box=scene_box,
+            mask_filenames=concat_lists(masks),
+            metadata=metadata,
+            dataparser_transform=per_scene[0].dataparser_transform if same_frame else torch.eye(4)[:3, :],
+            dataparser_scale=float(scales[0]) if same_frame else 1.0,
+        )

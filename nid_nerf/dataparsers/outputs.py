@@ -1,0 +1,103 @@
+"""Small pure helpers on nerfstudio DataparserOutputs: subsets, scene tags and concatenation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Dict, List, Sequence
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+
+SCENE_INDEX = "scene_index"
+"""Key of the per-image scene index: in ``cameras.metadata`` (shape [N, 1], reaches ``RayBundle.metadata``)
+and in ``DataparserOutputs.metadata`` (shape [N])."""
+
+PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX)
+"""Metadata entries with one item per image, which follow the images through subsets and concatenation."""
+
+
+def subset_outputs(outputs: DataparserOutputs, indices: Sequence[int]) -> DataparserOutputs:
+    """Keep images ``indices`` (in that order): filenames, cameras, masks and every per-image metadata entry."""
+    n = len(outputs.image_filenames)
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    metadata = {
+        key: _subset_value(value, idx, n) if key in PER_IMAGE_KEYS else value for key, value in outputs.metadata.items()
+    }
+    return replace(
+        outputs,
+        image_filenames=[outputs.image_filenames[i] for i in indices],
+        cameras=outputs.cameras[idx],
+        mask_filenames=None if outputs.mask_filenames is None else [outputs.mask_filenames[i] for i in indices],
+        metadata=metadata,
+    )
+
+
+def tag_scene(outputs: DataparserOutputs, scene_index: int, scene_name: str) -> DataparserOutputs:
+    """Attach the scene index to every image: in the cameras (so rays carry it) and in the metadata."""
+    n = len(outputs.image_filenames)
+    tags = torch.full((n,), scene_index, dtype=torch.long)
+    cameras = outputs.cameras
+    camera_metadata = dict(cameras.metadata or {})
+    camera_metadata[SCENE_INDEX] = tags[:, None].clone()
+    cameras.metadata = camera_metadata
+    metadata = dict(outputs.metadata)
+    metadata.update({SCENE_INDEX: tags, "scene_names": [scene_name], "num_scenes": 1})
+    return replace(outputs, cameras=cameras, metadata=metadata)
+
+
+def concat_cameras(cameras: Sequence[Cameras]) -> Cameras:
+    """One Cameras object from several; each camera keeps its own intrinsics and resolution."""
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(c, name).reshape(len(c), -1) for c in cameras], dim=0)
+
+    keys = set.intersection(*[set((c.metadata or {}).keys()) for c in cameras])
+    metadata = {k: torch.cat([c.metadata[k] for c in cameras], 0) for k in keys if _all_tensors(cameras, k)}
+    return Cameras(
+        camera_to_worlds=torch.cat([c.camera_to_worlds for c in cameras], 0),
+        fx=cat("fx"),
+        fy=cat("fy"),
+        cx=cat("cx"),
+        cy=cat("cy"),
+        width=cat("width"),
+        height=cat("height"),
+        distortion_params=torch.cat([c.distortion_params.reshape(len(c), -1) for c in cameras], 0)
+        if all(c.distortion_params is not None for c in cameras)
+        else None,
+        camera_type=cat("camera_type"),
+        metadata=metadata or None,
+    )
+
+
+def _all_tensors(cameras: Sequence[Cameras], key: str) -> bool:
+    return all(isinstance(c.metadata[key], torch.Tensor) and c.metadata[key].shape[0] == len(c) for c in cameras)
+
+
+def _subset_value(value: Any, idx: torch.Tensor, n: int) -> Any:
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
+        return value[idx]
+    if isinstance(value, list) and len(value) == n:
+        return [value[i] for i in idx.tolist()]
+    return value
+
+
+def concat_lists(values: List[Any]) -> Any:
+    """Concatenate per-scene per-image lists; None if any scene lacks them."""
+    if any(v is None for v in values):
+        return None
+    out: List[Any] = []
+    for v in values:
+        out.extend(v)
+    return out
+
+
+def merge_metadata(per_scene: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str, Any]:
+    return {
+        SCENE_INDEX: torch.cat([m[SCENE_INDEX] for m in per_scene], 0),
+        "scene_names": list(names),
+        "num_scenes": len(names),
+        "depth_filenames": concat_lists([m.get("depth_filenames") for m in per_scene]),
+        "normal_filenames": concat_lists([m.get("normal_filenames") for m in per_scene]),
+        "depth_unit_scale_factor": per_scene[0].get("depth_unit_scale_factor", 1e-3),
+        "mask_color": None,
+    }

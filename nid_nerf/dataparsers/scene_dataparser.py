@@ -1,0 +1,260 @@
+"""``nid-scene``: one scene in nerfstudio (transforms.json) or Blender (transforms_{split}.json) format.
+
+It checks the input first, so bad data gives one line that names the file and the fix. It keeps the scene's
+frame by default (no re-orienting or re-scaling; object-centric data is already normalised) and can keep only
+``num_train_views`` spread-out training views (farthest-point sampling on the camera centres).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.colors import get_color
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
+
+from nid_nerf.dataparsers.few_view import select_train_views
+from nid_nerf.dataparsers.outputs import subset_outputs, tag_scene
+from nid_nerf.dataparsers.validation import (
+    check_data_path,
+    check_frames,
+    check_images,
+    check_split_lists,
+    detect_format,
+    read_json,
+)
+from nid_nerf.errors import NIDInputError
+
+DEFAULT_BOX_HALF = {"nerfstudio": 1.0, "blender": 1.5}
+
+
+@dataclass
+class NIDSceneDataParserConfig(DataParserConfig):
+    """One scene; nerfstudio or Blender format, detected from the files."""
+
+    _target: Type = field(default_factory=lambda: NIDSceneDataParser)
+    data: Path = Path()
+    """Scene folder (or a nerfstudio transforms .json file)."""
+    format: Literal["auto", "nerfstudio", "blender"] = "auto"
+    """auto: transforms.json -> nerfstudio, transforms_train.json -> blender."""
+    num_train_views: Optional[int] = None
+    """Keep this many training views, picked by farthest-point sampling on the camera centres (None: all)."""
+    train_view_indices: Optional[Tuple[int, ...]] = None
+    """Explicit training views (indices into the train split, in file order); wins over num_train_views."""
+    scene_scale: Optional[float] = None
+    """Half-size of the scene box. None: the transforms file's 'scene_box', else 1.0 (nerfstudio) / 1.5 (Blender)."""
+    alpha_color: Optional[Literal["white", "black"]] = None
+    """Blend RGBA images onto this colour when loading. None keeps RGBA, so the model blends with its own background."""
+    masks: Literal["auto", "ignore", "object"] = "auto"
+    """auto: use frames' mask_path (nerfstudio: train only inside masks); ignore: drop masks;
+    object: use the renderer's object masks (object_mask_path, else mask_path)."""
+    orientation_method: Literal["pca", "up", "vertical", "none"] = "none"
+    """nerfstudio format only: how to re-orient the poses (none keeps the file's frame)."""
+    center_method: Literal["poses", "focus", "none"] = "none"
+    """nerfstudio format only: how to re-centre the poses (none keeps the file's frame)."""
+    auto_scale_poses: bool = False
+    """nerfstudio format only: rescale the poses into [-1, 1]."""
+    scale_factor: float = 1.0
+    """Multiply camera positions by this."""
+    downscale_factor: Optional[int] = 1
+    """nerfstudio format only: read images from images_N/ (None: nerfstudio's automatic choice)."""
+    eval_mode: Literal["fraction", "filename", "interval", "all"] = "fraction"
+    """nerfstudio format without split lists in the file: how to split train and eval."""
+    train_split_fraction: float = 0.9
+    eval_interval: int = 8
+    check_images: bool = True
+    """Open and verify every image once (catches missing, corrupt or mis-sized files with a clear message)."""
+
+
+@dataclass
+class NIDSceneDataParser(DataParser):
+    config: NIDSceneDataParserConfig
+
+    def __init__(self, config: NIDSceneDataParserConfig):
+        super().__init__(config=config)
+        self._checked: Dict[str, bool] = {}
+        self._object_masks: Dict[Path, Path] = {}
+
+    @property
+    def scene_name(self) -> str:
+        data = Path(self.config.data)
+        return data.parent.name if data.suffix.lower() == ".json" else data.name
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        check_data_path(self.config.data)
+        fmt = self.config.format if self.config.format != "auto" else detect_format(self.config.data)
+        if fmt == "nerfstudio":
+            outputs, file_box = self._nerfstudio_outputs(split)
+        else:
+            outputs, file_box = self._blender_outputs(split), None
+        outputs = self._apply_masks_policy(outputs)
+        if split == "train":
+            outputs = self._select_train_views(outputs)
+        outputs = replace(outputs, scene_box=self._scene_box(fmt, file_box))
+        return tag_scene(outputs, 0, self.scene_name)
+
+    # ---------------------------------------------------------------- nerfstudio format
+    def _nerfstudio_outputs(self, split: str) -> Tuple[DataparserOutputs, Optional[List]]:
+        data = Path(self.config.data)
+        path = data if data.suffix.lower() == ".json" else data / "transforms.json"
+        meta = read_json(path)
+        self._check_nerfstudio(meta, path)
+        ns_config = NerfstudioDataParserConfig(
+            data=data,
+            scale_factor=self.config.scale_factor,
+            downscale_factor=self.config.downscale_factor,
+            orientation_method=self.config.orientation_method,
+            center_method=self.config.center_method,
+            auto_scale_poses=self.config.auto_scale_poses,
+            eval_mode=self.config.eval_mode,
+            train_split_fraction=self.config.train_split_fraction,
+            eval_interval=self.config.eval_interval,
+            depth_unit_scale_factor=float(meta.get("depth_unit_scale_factor", 1e-3)),
+        )
+        outputs = Nerfstudio(ns_config)._generate_dataparser_outputs(split)
+        self._object_masks = self._frame_paths(meta, path.parent, ("object_mask_path", "mask_path"))
+        normals = self._frame_paths(meta, path.parent, ("normal_file_path",))
+        metadata = dict(outputs.metadata)
+        normal_files = [normals.get(Path(f)) for f in outputs.image_filenames]
+        metadata["normal_filenames"] = normal_files if normal_files and None not in normal_files else None
+        outputs = replace(outputs, metadata=metadata)
+        keeps_frame = (
+            self.config.orientation_method == "none"
+            and self.config.center_method == "none"
+            and not self.config.auto_scale_poses
+            and self.config.scale_factor == 1.0
+        )
+        return outputs, meta.get("scene_box") if keeps_frame else None
+
+    def _check_nerfstudio(self, meta: Dict, path: Path) -> None:
+        if self._checked.get(str(path)):
+            return
+        frames = check_frames(meta, path, need_intrinsics=True)
+        check_split_lists(meta, path, [f["file_path"] for f in frames])
+        if self.config.check_images:
+            images = [path.parent / f["file_path"] for f in frames]
+            sizes = [(int(f.get("w", meta.get("w"))), int(f.get("h", meta.get("h")))) for f in frames]
+            check_images(images, path, sizes)
+            if self.config.downscale_factor and self.config.downscale_factor > 1:
+                folder = f"images_{self.config.downscale_factor}"
+                check_images([path.parent / folder / Path(f["file_path"]).name for f in frames], path)
+        if self.config.masks != "ignore":
+            with_masks = [f for f in frames if "mask_path" in f]
+            if with_masks and len(with_masks) != len(frames):
+                raise NIDInputError(
+                    f"{path}: {len(with_masks)} of {len(frames)} frames have 'mask_path'; give every frame a mask or "
+                    "none (or pass --masks ignore)"
+                )
+            if with_masks and self.config.check_images:
+                check_images([path.parent / f["mask_path"] for f in frames], path)
+        self._checked[str(path)] = True
+
+    @staticmethod
+    def _frame_paths(meta: Dict, root: Path, keys: Tuple[str, ...]) -> Dict[Path, Path]:
+        """image file -> the first of ``keys`` that the frame has."""
+        out = {}
+        for frame in meta["frames"]:
+            for key in keys:
+                if key in frame:
+                    out[root / frame["file_path"]] = root / frame[key]
+                    break
+        return out
+
+    # ---------------------------------------------------------------- Blender format
+    def _blender_outputs(self, split: str) -> DataparserOutputs:
+        data = Path(self.config.data)
+        path = data / f"transforms_{split}.json"
+        if not path.is_file() and split in ("val", "test"):
+            other = data / f"transforms_{'test' if split == 'val' else 'val'}.json"
+            if not other.is_file():
+                raise NIDInputError(
+                    f"{data} has no transforms_val.json or transforms_test.json; add one (Blender format) for evaluation"
+                )
+            path = other
+        meta = read_json(path)
+        frames = check_frames(meta, path, need_intrinsics=False)
+        angle = meta.get("camera_angle_x")
+        if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < np.pi:
+            raise NIDInputError(f"{path}: 'camera_angle_x' is missing or not an angle in radians; add it")
+        images = [data / (f["file_path"] if Path(f["file_path"]).suffix else f["file_path"] + ".png") for f in frames]
+        sizes = check_images(images, path) if self.config.check_images else [_image_size(p) for p in images]
+        width = torch.tensor([s[0] for s in sizes], dtype=torch.float32)[:, None]
+        height = torch.tensor([s[1] for s in sizes], dtype=torch.float32)[:, None]
+        focal = 0.5 * width / float(np.tan(0.5 * angle))
+        poses = torch.tensor(np.array([f["transform_matrix"] for f in frames], dtype=np.float32))[:, :3, :4]
+        poses[:, :3, 3] *= self.config.scale_factor
+        cameras = Cameras(
+            camera_to_worlds=poses,
+            fx=focal,
+            fy=focal.clone(),
+            cx=width / 2.0,
+            cy=height / 2.0,
+            width=width.long(),
+            height=height.long(),
+            camera_type=CameraType.PERSPECTIVE,
+        )
+        return DataparserOutputs(
+            image_filenames=images,
+            cameras=cameras,
+            alpha_color=None,
+            dataparser_scale=self.config.scale_factor,
+            metadata={"depth_filenames": None, "depth_unit_scale_factor": 1e-3, "mask_color": None},
+        )
+
+    # ---------------------------------------------------------------- shared post-processing
+    def _apply_masks_policy(self, outputs: DataparserOutputs) -> DataparserOutputs:
+        alpha = None if self.config.alpha_color is None else get_color(self.config.alpha_color)
+        masks = outputs.mask_filenames
+        if self.config.masks == "ignore":
+            masks = None
+        elif self.config.masks == "object":
+            lookup = self._object_masks
+            missing = [f for f in outputs.image_filenames if Path(f) not in lookup]
+            if missing:
+                raise NIDInputError(
+                    f"--masks object needs a mask for every frame, but {missing[0]} has none in {self.config.data}; "
+                    "use --masks auto or ignore"
+                )
+            masks = [lookup[Path(f)] for f in outputs.image_filenames]
+        return replace(outputs, mask_filenames=masks, alpha_color=alpha)
+
+    def _select_train_views(self, outputs: DataparserOutputs) -> DataparserOutputs:
+        indices, num = self.config.train_view_indices, self.config.num_train_views
+        n = len(outputs.image_filenames)
+        if num is not None and num > n and not indices:
+            CONSOLE.log(f"[yellow]{self.scene_name}: asked for {num} training views but it has {n}; using all {n}")
+        try:
+            keep = select_train_views(outputs.cameras.camera_to_worlds[:, :3, 3], num, indices)
+        except ValueError as err:
+            raise NIDInputError(f"{self.config.data}: {err}; pick views that exist") from None
+        if keep is None:
+            return outputs
+        return subset_outputs(outputs, keep)
+
+    def _scene_box(self, fmt: str, file_box: Optional[List]) -> SceneBox:
+        if self.config.scene_scale is not None:
+            half = float(self.config.scene_scale)
+            return SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32))
+        if file_box is not None:
+            try:
+                aabb = torch.tensor(file_box, dtype=torch.float32).reshape(2, 3)
+                if bool(torch.all(aabb[1] > aabb[0])):
+                    return SceneBox(aabb=aabb)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+            CONSOLE.log(f"[yellow]{self.config.data}: ignoring malformed 'scene_box' {file_box}")
+        half = DEFAULT_BOX_HALF[fmt]
+        return SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32))
+
+
+def _image_size(path: Path) -> Tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
