@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from nid_nerf.dataparsers.collection_dataparser import NIDCollectionDataParserConfig
-from nid_nerf.dataparsers.scene_dataparser import NIDSceneDataParserConfig
+from nid_nerf.dataparsers.collection import NIDCollectionDataParserConfig
+from nid_nerf.dataparsers.scene import NIDSceneDataParserConfig
 
 nid_scene = DataParserSpecification(
     config=NIDSceneDataParserConfig(),

@@ -17,7 +17,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nid_nerf.dataparsers.outputs import SCENE_INDEX, concat_cameras, concat_lists, merge_metadata, tag_scene
-from nid_nerf.dataparsers.scene_dataparser import NIDSceneDataParser, NIDSceneDataParserConfig
+from nid_nerf.dataparsers.scene import NIDSceneDataParser, NIDSceneDataParserConfig
 from nid_nerf.dataparsers.validation import check_data_path
 from nid_nerf.errors import NIDInputError
 
