@@ -1,0 +1,227 @@
+"""Evaluate an SDF callable on a :class:`~nid_nerf.mesh.grid.Grid`, in bounded-memory chunks.
+
+Two strategies fill the same float32 volume [nz, ny, nx] (index order z, y, x):
+
+- ``evaluate_sdf_grid``: every sample, one slab of z planes (<= ``chunk_points`` points) per call.
+- ``evaluate_sdf_grid_band``: a narrow band. The grid's cells are grouped into blocks of ``block``^3 cells. The SDF
+  is evaluated at the block corners (a coarse lattice) first. A block is *refined* (all its samples evaluated) when
+  its corners straddle the isovalue or when the smallest |sdf - iso| at its corners is within
+  ``lipschitz * half block diagonal``: for an SDF whose gradient norm stays below ``lipschitz`` no other block can
+  contain the surface. Samples of the other blocks get the trilinear interpolation of the coarse lattice, which has
+  the corners' sign, so marching cubes finds no surface there. For a true SDF the mesh is therefore identical to the
+  dense one (tested), at a fraction of the network calls; a field whose SDF is steeper than ``lipschitz`` far from
+  the surface may lose small detached pieces, which the dense mode keeps.
+
+The only large allocation is the output volume (4 bytes per sample; 512 MiB at 512^3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from nid_nerf.mesh.grid import Grid, default_device
+
+SDFFn = Callable[[Float[Tensor, "N 3"]], Tensor]
+
+DEFAULT_CHUNK_POINTS = 1 << 18
+
+
+def _to_numpy(sdf: Tensor, n: int) -> np.ndarray:
+    return sdf.detach().reshape(n).to(device="cpu", dtype=torch.float32).numpy()
+
+
+def evaluate_sdf_grid(
+    sdf_fn: SDFFn,
+    grid: Grid,
+    chunk_points: int = DEFAULT_CHUNK_POINTS,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Evaluate ``sdf_fn`` on every grid sample, one slab of z planes (<= chunk_points points) per call.
+
+    Returns:
+        float32 volume of shape [nz, ny, nx].
+    """
+    device = torch.device(device) if device is not None else default_device()
+    nx, ny, nz = grid.shape_xyz
+    plane = nx * ny
+    # Whole z planes per call; if one plane exceeds the chunk, split it into rows of y.
+    planes_per_chunk = max(1, int(chunk_points) // plane)
+    rows_per_chunk = ny if plane <= chunk_points else max(1, int(chunk_points) // nx)
+    xs, ys, zs = (torch.from_numpy(grid.axis(i)).to(device) for i in range(3))
+    volume = np.empty((nz, ny, nx), dtype=np.float32)
+    bar = tqdm(total=grid.num_points, desc="SDF grid", unit="pt", unit_scale=True, disable=not progress, leave=False)
+    with torch.no_grad():
+        for z0 in range(0, nz, planes_per_chunk):
+            z1 = min(nz, z0 + planes_per_chunk)
+            for y0 in range(0, ny, rows_per_chunk):
+                y1 = min(ny, y0 + rows_per_chunk)
+                zz, yy, xx = torch.meshgrid(zs[z0:z1], ys[y0:y1], xs, indexing="ij")
+                positions = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)
+                n = positions.shape[0]
+                volume[z0:z1, y0:y1, :] = _to_numpy(sdf_fn(positions), n).reshape(z1 - z0, y1 - y0, nx)
+                bar.update(n)
+    bar.close()
+    return volume
+
+
+# ---------------------------------------------------------------------------------------------- narrow band
+def block_lattice(n: int, block: int) -> np.ndarray:
+    """Sample indices of block corners along one axis: 0, B, 2B, ... and n - 1 (the last block may be shorter)."""
+    return np.unique(np.r_[np.arange(0, n, block), n - 1]).astype(np.int64)
+
+
+def _owners(n: int, lattice: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """For each sample index along an axis, the (up to two) blocks whose closed range holds it."""
+    idx = np.arange(n)
+    num_blocks = len(lattice) - 1
+    raw = np.searchsorted(lattice, idx, side="right") - 1  # block starting at or before idx (num_blocks at n - 1)
+    on_corner = np.isin(idx, lattice) & (idx > 0)
+    lower = np.clip(np.where(on_corner, raw - 1, raw), 0, num_blocks - 1)
+    upper = np.clip(raw, 0, num_blocks - 1)
+    return lower, upper
+
+
+def _interp_weights(n: int, lattice: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Left lattice cell and fraction of each sample index, for linear interpolation along one axis."""
+    idx = np.arange(n)
+    left = np.clip(np.searchsorted(lattice, idx, side="right") - 1, 0, len(lattice) - 2)
+    frac = (idx - lattice[left]) / (lattice[left + 1] - lattice[left])
+    return left, frac.astype(np.float32)
+
+
+def _upsample_plane(coarse_plane: np.ndarray, wy, wx) -> np.ndarray:
+    """Bilinear interpolation of a [cy cx] lattice plane to the fine [ny nx] plane."""
+    (ly, fy), (lx, fx) = wy, wx
+    rows = coarse_plane[ly] * (1.0 - fy)[:, None] + coarse_plane[ly + 1] * fy[:, None]  # [ny cx]
+    return rows[:, lx] * (1.0 - fx)[None, :] + rows[:, lx + 1] * fx[None, :]
+
+
+def _chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:
+    for start in range(0, total, size):
+        yield start, min(total, start + size)
+
+
+def _evaluate_points(sdf_fn: SDFFn, positions: Tensor, chunk_points: int, bar) -> np.ndarray:
+    out = np.empty(positions.shape[0], dtype=np.float32)
+    for a, b in _chunks(positions.shape[0], int(chunk_points)):
+        out[a:b] = _to_numpy(sdf_fn(positions[a:b]), b - a)
+        bar.update(b - a)
+    return out
+
+
+def refine_mask(coarse: np.ndarray, isovalue: float, half_diagonal: float, lipschitz: float) -> np.ndarray:
+    """[bz by bx] bool: blocks whose corners straddle ``isovalue`` or come within ``lipschitz * half_diagonal`` of it.
+
+    Args:
+        coarse: [cz cy cx] SDF at the block corners.
+    """
+    c = coarse - np.float32(isovalue)
+    corners = [
+        c[dz : c.shape[0] - 1 + dz, dy : c.shape[1] - 1 + dy, dx : c.shape[2] - 1 + dx]
+        for dz in (0, 1)
+        for dy in (0, 1)
+        for dx in (0, 1)
+    ]
+    lo = np.minimum.reduce(corners)
+    hi = np.maximum.reduce(corners)
+    straddles = (lo <= 0) & (hi >= 0)
+    nearest = np.where(lo > 0, lo, -hi)  # smallest |c| when all corners share a sign
+    return straddles | (nearest <= lipschitz * half_diagonal)
+
+
+def evaluate_sdf_grid_band(
+    sdf_fn: SDFFn,
+    grid: Grid,
+    isovalue: float = 0.0,
+    block: int = 4,
+    lipschitz: float = 2.0,
+    chunk_points: int = DEFAULT_CHUNK_POINTS,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = True,
+    stats: Optional[dict] = None,
+) -> np.ndarray:
+    """Narrow-band evaluation (see the module docstring). Returns the float32 volume [nz, ny, nx].
+
+    Args:
+        block: block edge in cells (>= 1; 1 evaluates every sample).
+        lipschitz: assumed bound on |grad sdf| used to decide which blocks may hold the surface.
+        stats: if given, filled with ``evaluated`` (network evaluations), ``total`` (grid samples) and
+            ``refined_blocks`` / ``blocks``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    nx, ny, nz = grid.shape_xyz
+    block = max(1, int(block))
+    lat = [block_lattice(n, block) for n in (nx, ny, nz)]
+    axes = [torch.from_numpy(grid.axis(i)) for i in range(3)]
+    coarse_points = len(lat[0]) * len(lat[1]) * len(lat[2])
+    bar = tqdm(desc="SDF narrow band", unit="pt", unit_scale=True, disable=not progress, leave=False)
+    with torch.no_grad():
+        # 1. Coarse lattice of block corners.
+        zz, yy, xx = torch.meshgrid(axes[2][lat[2]], axes[1][lat[1]], axes[0][lat[0]], indexing="ij")
+        positions = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3).to(device)
+        coarse = _evaluate_points(sdf_fn, positions, chunk_points, bar).reshape(len(lat[2]), len(lat[1]), len(lat[0]))
+        del positions, xx, yy, zz
+        # 2. Blocks that may hold the surface.
+        half_diagonal = 0.5 * grid.voxel * block * math.sqrt(3.0)
+        refine = refine_mask(coarse, isovalue, half_diagonal, lipschitz)  # [bz by bx]
+        # 3. Fill every sample with the trilinear interpolation of the lattice, then evaluate refined samples.
+        volume = np.empty((nz, ny, nx), dtype=np.float32)
+        volume_planes = volume.reshape(nz, ny * nx)  # a view: one flat index per sample of a plane
+        wz, wy, wx = _interp_weights(nz, lat[2]), _interp_weights(ny, lat[1]), _interp_weights(nx, lat[0])
+        (own_x_lo, own_x_hi), (own_y_lo, own_y_hi), (own_z_lo, own_z_hi) = (
+            _owners(nx, lat[0]),
+            _owners(ny, lat[1]),
+            _owners(nz, lat[2]),
+        )
+        fine_masks: dict = {}
+
+        def plane_mask(bz: int) -> np.ndarray:
+            """[ny nx] samples of plane-row bz's refined blocks (closed ranges, so shared faces count)."""
+            if bz not in fine_masks:
+                r = refine[bz]
+                fine_masks.clear()
+                fine_masks[bz] = (
+                    r[own_y_lo][:, own_x_lo] | r[own_y_lo][:, own_x_hi] | r[own_y_hi][:, own_x_lo] | r[own_y_hi][:, own_x_hi]
+                )
+            return fine_masks[bz]
+
+        evaluated = coarse_points
+        z = 0
+        while z < nz:
+            key = (own_z_lo[z], own_z_hi[z])
+            z_end = z + 1
+            while z_end < nz and (own_z_lo[z_end], own_z_hi[z_end]) == key:
+                z_end += 1
+            for zi in range(z, z_end):
+                lz, fz = wz[0][zi], wz[1][zi]
+                volume[zi] = _upsample_plane(coarse[lz] * (1.0 - fz) + coarse[lz + 1] * fz, wy, wx)
+            mask = plane_mask(key[0]) if key[0] == key[1] else plane_mask(key[0]) | plane_mask(key[1])
+            flat = np.flatnonzero(mask)
+            if len(flat):
+                xy = torch.stack([axes[0][flat % nx], axes[1][flat // nx]], dim=-1)  # [M 2]
+                per_call = max(1, int(chunk_points) // len(flat))
+                for za, zb in _chunks(z_end - z, per_call):
+                    pos = torch.empty((zb - za, len(flat), 3), dtype=torch.float32)
+                    pos[..., :2] = xy
+                    pos[..., 2] = axes[2][z + za : z + zb, None]
+                    values = _evaluate_points(sdf_fn, pos.reshape(-1, 3).to(device), chunk_points, bar)
+                    volume_planes[z + za : z + zb, flat] = values.reshape(zb - za, len(flat))
+                    evaluated += values.shape[0]
+            z = z_end
+    bar.close()
+    if stats is not None:
+        stats.update(
+            evaluated=int(evaluated),
+            total=int(grid.num_points),
+            refined_blocks=int(refine.sum()),
+            blocks=int(refine.size),
+        )
+    return volume
