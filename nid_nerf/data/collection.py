@@ -292,7 +292,8 @@ def render_collection(
     results.sort(key=lambda r: r.name)
 
     usable = [r for r in results if r.status in ("rendered", "exists")]
-    skipped = list(skipped_inputs) + [(r.name, r.reason) for r in results if r.status == "skipped"]
+    labels = {job.name: _label(job, Path(output_dir)) for job in jobs}
+    skipped = list(skipped_inputs) + [(labels[r.name], r.reason) for r in results if r.status == "skipped"]
     summary = {
         "scenes": [r.name for r in usable],
         "skipped": [{"item": item, "reason": reason} for item, reason in skipped],
@@ -313,6 +314,14 @@ def render_collection(
     if not usable:
         raise NIDInputError(_nothing_usable_message(skipped))
     return results, stats
+
+
+def _label(job: SceneJob, output_dir: Path) -> str:
+    """How a skipped input is named in warnings: its file (or folder) name, or the family member."""
+    if job.path is None:
+        return job.name
+    path = Path(job.path)
+    return path.name if path.stem == job.name else f"{job.name}/ ({path.name})"
 
 
 def _advance(bar: tqdm, views_done: int, start: float) -> None:
