@@ -146,13 +146,13 @@ class NIDSceneDataParser(DataParser):
             if self.config.downscale_factor and self.config.downscale_factor > 1:
                 folder = f"images_{self.config.downscale_factor}"
                 check_images([path.parent / folder / Path(f["file_path"]).name for f in frames], path)
+        with_masks = [f for f in frames if "mask_path" in f]
+        if with_masks and len(with_masks) != len(frames):
+            raise NIDInputError(
+                f"{path}: {len(with_masks)} of {len(frames)} frames have 'mask_path'; give every frame a mask_path "
+                "or remove them all"
+            )
         if self.config.masks != "ignore":
-            with_masks = [f for f in frames if "mask_path" in f]
-            if with_masks and len(with_masks) != len(frames):
-                raise NIDInputError(
-                    f"{path}: {len(with_masks)} of {len(frames)} frames have 'mask_path'; give every frame a mask or "
-                    "none (or pass --masks ignore)"
-                )
             if with_masks and self.config.check_images:
                 check_images([path.parent / f["mask_path"] for f in frames], path)
         self._checked[str(path)] = True

@@ -67,7 +67,9 @@ def read_json(path: Path) -> Dict[str, Any]:
             "regenerate it"
         ) from None
     if not isinstance(data, dict):
-        raise NIDInputError(f"{path} must hold a JSON object with a 'frames' list, not a {type(data).__name__}")
+        raise NIDInputError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; it must hold a JSON object with a 'frames' list"
+        )
     return data
 
 
