@@ -103,10 +103,19 @@ class ResidualMap:
     ``(ceil(h_i / stride), ceil(w_i / stride))``.
     """
 
-    def __init__(self, image_sizes: Sequence[Tuple[int, int]], max_map_pixels: int = 50_000_000):
+    def __init__(
+        self,
+        image_sizes: Sequence[Tuple[int, int]],
+        max_map_pixels: int = 50_000_000,
+        min_stride: int = 1,
+        update_weight: float = 1.0,
+    ):
         if len(image_sizes) == 0:
             raise NIDInputError("the residual sampler got no training images; check the dataset's train split")
-        self.stride = map_stride(image_sizes, max_map_pixels)
+        if not 0.0 < update_weight <= 1.0:
+            raise NIDInputError(f"pixel-sampler.update-weight is {update_weight}; use a value in (0, 1], e.g. 1.0")
+        self.stride = max(map_stride(image_sizes, max_map_pixels), int(min_stride), 1)
+        self.update_weight = float(update_weight)
         s = self.stride
         self.heights = torch.tensor([h for h, _ in image_sizes], dtype=torch.long)
         self.widths = torch.tensor([w for _, w in image_sizes], dtype=torch.long)
@@ -141,7 +150,9 @@ class ResidualMap:
         return self.values[self.cells(indices)].float()
 
     def update(self, indices: Int[Tensor, "n 3"], residuals: Float[Tensor, "n"]) -> int:
-        """Write the batch's residuals (mean per cell); non-finite values and stray indices are dropped.
+        """Write the batch's residuals (mean per cell, blended into the old value with ``update_weight``).
+
+        Non-finite values and stray indices are dropped; a never-visited cell takes the new value.
 
         Returns how many rays were written.
         """
@@ -157,7 +168,11 @@ class ResidualMap:
         uniq, inverse = torch.unique(cells, return_inverse=True)
         sums = torch.zeros(uniq.shape[0], dtype=torch.float32).index_add_(0, inverse, vals)
         counts = torch.bincount(inverse, minlength=uniq.shape[0]).to(torch.float32)
-        self.values[uniq] = (sums / counts).to(torch.float16)
+        new = sums / counts
+        if self.update_weight < 1.0:
+            old = self.values[uniq].float()
+            new = torch.where(torch.isfinite(old), old + self.update_weight * (new - old), new)
+        self.values[uniq] = new.to(torch.float16)
         return int(keep.sum())
 
     def image(self, image_index: int) -> Float[Tensor, "h w"]:
@@ -211,6 +226,10 @@ class ResidualPixelSamplerConfig(PixelSamplerConfig):
     """After the warm-up, rank one pool every this many steps and queue its picks (INT: 10-50)."""
     unvisited_residual: float = 1.0
     """Residual the power rule and the ray weights assume for never-visited pixels (1 = worst mean |rgb - gt|)."""
+    map_stride: int = 1
+    """Smallest map stride: one residual per map_stride x map_stride pixels (cells refresh more often)."""
+    update_weight: float = 1.0
+    """Weight of a new residual in its cell (1: overwrite; < 1: running average)."""
     max_map_pixels: int = 50_000_000
     """Residual-map budget (cells); above it the map drops to an integer stride (float16: 2 bytes a cell)."""
     history_steps: int = 20
@@ -246,7 +265,7 @@ class ResidualPixelSampler(PixelSampler):
         self.residual_map: Optional[ResidualMap] = None
         image_sizes = kwargs.get("image_sizes")
         if image_sizes is not None:
-            self.residual_map = ResidualMap(image_sizes, config.max_map_pixels)
+            self.residual_map = self._new_map(image_sizes)
         self._queue: Optional[Tensor] = None  # local (c, y, x) picks still to hand out
         self._queue_key: Optional[Tensor] = None  # image_idx of the image batch the queue refers to
         # (mean pool weight, top-k threshold, pool factor) of the last ranking, for the ray weights
@@ -258,10 +277,14 @@ class ResidualPixelSampler(PixelSampler):
 
     def build_map(self, image_sizes: Sequence[Tuple[int, int]]) -> ResidualMap:
         """(Re)build an all-unvisited residual map for training images of these (height, width)."""
-        self.residual_map = ResidualMap(image_sizes, self.config.max_map_pixels)
+        self.residual_map = self._new_map(image_sizes)
         self._queue = None
         self.history.clear()
         return self.residual_map
+
+    def _new_map(self, image_sizes: Sequence[Tuple[int, int]]) -> ResidualMap:
+        c = self.config
+        return ResidualMap(image_sizes, c.max_map_pixels, c.map_stride, c.update_weight)
 
     # -- schedules ------------------------------------------------------------------------------
 
@@ -371,7 +394,7 @@ class ResidualPixelSampler(PixelSampler):
             images = image_batch["image"]
             sizes = [tuple(im.shape[:2]) for im in images] if isinstance(images, list) else [tuple(images.shape[1:3])] * images.shape[0]
             order = torch.argsort(image_batch["image_idx"].cpu())
-            self.residual_map = ResidualMap([sizes[int(i)] for i in order], self.config.max_map_pixels)
+            self.residual_map = self._new_map([sizes[int(i)] for i in order])
         return self.residual_map
 
     def _absolute(self, local: Int[Tensor, "n 3"], image_idx: Tensor) -> Int[Tensor, "n 3"]:

@@ -142,6 +142,20 @@ def test_reduced_resolution_sampler_still_samples_and_observes():
     assert (batch["indices"][:, 1] < 32).all() and (batch["indices"][:, 2] < 32).all()
 
 
+def test_map_stride_and_running_average_options():
+    sampler = make_sampler(num_images=2, height=16, width=16, map_stride=4, update_weight=0.5)
+    rmap = sampler.residual_map
+    assert rmap.stride == 4 and rmap.values.numel() == 2 * 4 * 4
+    pixel = torch.tensor([[0, 5, 5]])
+    sampler.observe(pixel, torch.tensor([0.8]))  # unvisited: takes the value
+    sampler.observe(pixel, torch.tensor([0.4]))  # then a running average
+    assert rmap.lookup(pixel)[0] == pytest.approx(0.6, rel=1e-3)
+    sampler.observe(pixel, torch.tensor([float("nan")]))
+    assert rmap.lookup(pixel)[0] == pytest.approx(0.6, rel=1e-3)
+    with pytest.raises(NIDInputError, match="update-weight"):
+        make_sampler(update_weight=0.0)
+
+
 def test_variable_resolution_map_layout():
     rmap = ResidualMap([(4, 6), (10, 3)], max_map_pixels=10**6)
     assert rmap.values.numel() == 4 * 6 + 10 * 3

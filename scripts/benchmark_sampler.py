@@ -1,0 +1,636 @@
+#!/usr/bin/env python
+"""Benchmark the residual ray sampler (INT for rays) against uniform sampling, in one run.
+
+Every scene is rendered once (``nid_nerf.data`` render tools) from the classic meshes and the blob
+collection in ../shared/data/meshes; every variant then trains ``ns-train nid-field``'s own config
+(same model, same budget, same seed), overriding only the data, the step budget and the sampler.
+The loop is ``Trainer.train``'s iteration (callbacks + ``train_iteration``), timed per step with
+``time.perf_counter``. Every ``--eval-every`` steps the held-out images are rendered off the clock and
+scored (PSNR, composited on white).
+
+Reported per scene and variant: PSNR vs wall-clock and vs iterations, the wall-clock (and steps) to
+reach 95 % of uniform's final PSNR in dB, and the sampler's own time per iteration (sample + observe)
+against the uniform sampler's. Writes a markdown table, a PSNR plot, a JSON of every eval point, and
+an INT Fig. 5-like figure (which pixels get picked over training, next to the residual map).
+
+    python scripts/benchmark_sampler.py --steps 1500 --eval-every 100
+    python scripts/benchmark_sampler.py --steps 20 --eval-every 10 --scenes spot --output /tmp/b.md  # smoke
+
+Variants are ``name:key=value,...`` over the datamanager's ``pixel_sampler`` options (``sampler`` picks
+uniform or residual), e.g. ``--variants uniform residual unbiased power:rule=power,alpha=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MESHES = REPO.parent / "shared" / "data" / "meshes"
+
+PRESET_VARIANTS: Dict[str, Dict[str, object]] = {
+    "uniform": {"sampler": "uniform"},
+    "residual": {"sampler": "residual"},
+    "unbiased": {"sampler": "residual", "rule": "power", "unbiased": True},
+}
+"""Named variants; the residual ones use the sampler's defaults unless overridden."""
+
+
+# ----------------------------------------------------------------------------------------------
+# scenes
+# ----------------------------------------------------------------------------------------------
+
+
+def mesh_path(name: str, meshes_root: Path) -> Path:
+    """spot -> classic/spot.obj, blob_003 -> blobs/blob_003.obj, or a path to a mesh file."""
+    candidates = [Path(name), meshes_root / "classic" / f"{name}.obj", meshes_root / "blobs" / f"{name}.obj"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    from nid_nerf.errors import NIDInputError
+
+    raise NIDInputError(
+        f"no mesh for scene '{name}' (looked for {', '.join(str(c) for c in candidates[1:])}); "
+        "pass a classic name (spot, cow, teapot, suzanne, stanford-bunny), blob_NNN, or a mesh path"
+    )
+
+
+def render_scene(name: str, meshes_root: Path, data_dir: Path, resolution: int, views_train: int, views_test: int,
+                 seed: int) -> Path:
+    """Render (once; cached in ``data_dir``) a posed RGBA scene of one mesh. Returns the scene folder."""
+    out = data_dir / f"{name}_{resolution}px_{views_train}v_s{seed}"
+    if (out / "transforms.json").is_file() or (out / "transforms_train.json").is_file():
+        return out
+    mesh = mesh_path(name, meshes_root)
+    try:
+        from nid_nerf.data.render import render_mesh_scene
+    except ImportError:
+        render_mesh_scene = None
+    if render_mesh_scene is not None:
+        render_mesh_scene(mesh, out, views_train=views_train, views_test=views_test, resolution=resolution, seed=seed)
+    else:  # the collection renderer, one scene
+        from nid_nerf.data.collection import RenderSettings, SceneJob
+        from nid_nerf.data.collection import render_scene as render_collection_scene
+
+        settings = RenderSettings(views_train=views_train, views_test=views_test, resolution=resolution, seed=seed)
+        result = render_collection_scene(SceneJob(out.name, path=str(mesh)), settings, out.parent)
+        if result.status == "skipped":
+            raise RuntimeError(f"could not render {mesh}: {result.reason}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# training one variant
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalPoint:
+    step: int
+    seconds: float
+    psnr: float
+
+
+@dataclass
+class RunResult:
+    scene: str
+    variant: str
+    overrides: Dict[str, object]
+    iteration_seconds: List[float] = field(default_factory=list)
+    sampler_seconds: List[float] = field(default_factory=list)
+    evals: List[EvalPoint] = field(default_factory=list)
+    snapshots: List[Dict] = field(default_factory=list)
+
+    @property
+    def final_psnr(self) -> float:
+        return self.evals[-1].psnr if self.evals else math.nan
+
+    @property
+    def mean_iteration_ms(self) -> float:
+        return 1e3 * float(np.mean(self.iteration_seconds[2:] or self.iteration_seconds))
+
+    @property
+    def mean_sampler_ms(self) -> float:
+        return 1e3 * float(np.mean(self.sampler_seconds[2:] or self.sampler_seconds))
+
+    def reach(self, target: float) -> Tuple[float, float]:
+        """(seconds, steps) when PSNR first reaches ``target``, linearly interpolated between evals."""
+        prev = None
+        for point in self.evals:
+            if point.psnr >= target:
+                if prev is None or point.psnr == prev.psnr:
+                    return point.seconds, float(point.step)
+                f = (target - prev.psnr) / (point.psnr - prev.psnr)
+                return prev.seconds + f * (point.seconds - prev.seconds), prev.step + f * (point.step - prev.step)
+            prev = point
+        return math.nan, math.nan
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_config(scene_dir: Path, steps: int, overrides: Dict[str, object], output_dir: Path, seed: int):
+    """``ns-train nid-field``'s config with this data, step budget and sampler."""
+    from method_configs.nid_field import nid_field
+
+    config = copy.deepcopy(nid_field.config)
+    config.data = scene_dir
+    config.pipeline.datamanager.data = scene_dir
+    config.output_dir = output_dir
+    config.max_num_iterations = steps
+    config.steps_per_save = 10**9
+    config.steps_per_eval_batch = 10**9
+    config.steps_per_eval_image = 10**9
+    config.steps_per_eval_all_images = 10**9
+    config.vis = "tensorboard"
+    config.logging.local_writer.enable = False
+    config.machine.seed = seed
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.timestamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    # the schedules of the lead's optimizers follow max_steps; keep them in step with the budget
+    for group in config.optimizers.values():
+        scheduler = group.get("scheduler")
+        if scheduler is not None and hasattr(scheduler, "max_steps"):
+            scheduler.max_steps = steps
+    dm = config.pipeline.datamanager
+    overrides = dict(overrides)
+    dm.sampler = str(overrides.pop("sampler", "residual"))
+    ps = dm.pixel_sampler
+    valid = {f.name for f in dataclasses.fields(ps)}
+    for key, value in overrides.items():
+        if key not in valid:
+            raise SystemExit(f"unknown pixel_sampler option '{key}'; options: {', '.join(sorted(valid))}")
+        setattr(ps, key, value)
+    dm.residual_image_every = 0
+    return config
+
+
+class SamplerClock:
+    """Times the train pixel sampler's ``sample`` and the datamanager's ``observe_residuals``."""
+
+    def __init__(self, datamanager) -> None:
+        self.seconds = 0.0
+        sampler = datamanager.train_pixel_sampler
+        for owner, name in ((sampler, "sample"), (datamanager, "observe_residuals")):
+            inner = getattr(owner, name)
+            setattr(owner, name, self._wrap(inner))
+
+    def _wrap(self, inner):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+    def lap(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def evaluate_psnr(pipeline, cameras, images) -> float:
+    """Mean PSNR (dB) of the held-out renders, composited on white like the model's own eval."""
+    model = pipeline.model
+    pipeline.eval()
+    scores = []
+    with torch.no_grad():
+        for camera, image in zip(cameras, images):
+            rgb = model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
+            mse = float(torch.mean((rgb - image) ** 2))
+            scores.append(10.0 * math.log10(1.0 / max(mse, 1e-12)))
+    pipeline.train()
+    return float(np.mean(scores))
+
+
+def composite_white(image: torch.Tensor) -> torch.Tensor:
+    if image.shape[-1] == 4:
+        return image[..., :3] * image[..., 3:] + (1.0 - image[..., 3:])
+    return image[..., :3]
+
+
+def snapshot(pipeline, sampler, image_index: int) -> Dict:
+    """Render one training view and copy its residual map and recent picks (INT Fig. 5 columns)."""
+    dataset = pipeline.datamanager.train_dataset
+    camera = dataset.cameras[image_index : image_index + 1].to(pipeline.device)
+    pipeline.eval()
+    with torch.no_grad():
+        render = pipeline.model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1).cpu()
+    pipeline.train()
+    rmap = sampler.residual_map
+    picks_res, picks_uni = [], []
+    for absolute, flags in sampler.history:
+        sel = absolute[:, 0] == image_index
+        picks_res.append(absolute[sel & flags, 1:])
+        picks_uni.append(absolute[sel & ~flags, 1:])
+    return {
+        "step": sampler.step,
+        "render": render.numpy(),
+        "residual": rmap.image(image_index).numpy().copy(),
+        "stride": rmap.stride,
+        "picked": torch.cat(picks_res).numpy() if picks_res else np.zeros((0, 2)),
+        "uniform": torch.cat(picks_uni).numpy() if picks_uni else np.zeros((0, 2)),
+        "history_steps": len(sampler.history),
+    }
+
+
+def run_variant(scene: str, scene_dir: Path, variant: str, overrides: Dict[str, object], args) -> RunResult:
+    import nerfstudio.configs.base_config  # noqa: F401  (import order: writer <-> base_config cycle)
+    from nerfstudio.utils import writer
+
+    from nid_nerf.sampler import ResidualPixelSampler
+
+    seed_everything(args.seed)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"{scene}-{variant}-", dir=args.work_dir))
+    config = build_config(scene_dir, args.steps, overrides, out_dir, args.seed)
+    if "history_steps" not in overrides and config.pipeline.datamanager.sampler == "residual":
+        config.pipeline.datamanager.pixel_sampler.history_steps = args.figure_history
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    pipeline = trainer.pipeline
+    dm = pipeline.datamanager
+    clock = SamplerClock(dm)
+    sampler = dm.train_pixel_sampler
+    eval_dataset = dm.eval_dataset
+    count = min(args.eval_images, len(eval_dataset))
+    picks = sorted(set(np.linspace(0, len(eval_dataset) - 1, count).round().astype(int).tolist()))
+    cameras = [eval_dataset.cameras[i : i + 1].to(pipeline.device) for i in picks]
+    images = [composite_white(eval_dataset[i]["image"]).to(pipeline.device) for i in picks]
+    result = RunResult(scene, variant, overrides)
+    snapshot_steps = set(args.figure_steps) if (scene == args.figure_scene and isinstance(sampler, ResidualPixelSampler)
+                                                and variant == args.figure_variant) else set()
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    elapsed = 0.0
+    bar = tqdm(range(args.steps), desc=f"{scene}/{variant}", leave=False, dynamic_ncols=True)
+    for step in bar:
+        start = time.perf_counter()
+        pipeline.train()
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        loss, _, _ = trainer.train_iteration(step)
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        seconds = time.perf_counter() - start
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{scene}/{variant}: loss became {float(loss)} at step {step}")
+        elapsed += seconds
+        result.iteration_seconds.append(seconds)
+        result.sampler_seconds.append(clock.lap())
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            psnr = evaluate_psnr(pipeline, cameras, images)
+            result.evals.append(EvalPoint(done, elapsed, psnr))
+            bar.set_postfix(psnr=f"{psnr:.2f}", s=f"{elapsed:.0f}")
+        if done in snapshot_steps:
+            result.snapshots.append(snapshot(pipeline, sampler, args.figure_image))
+        writer.EVENT_STORAGE.clear()  # nothing is written out; keep memory flat
+    bar.close()
+    del trainer, pipeline
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+
+
+def summarise(results: List[RunResult], baseline: str = "uniform") -> List[Dict]:
+    rows = []
+    by_scene: Dict[str, Dict[str, RunResult]] = {}
+    for r in results:
+        by_scene.setdefault(r.scene, {})[r.variant] = r
+    for scene, runs in by_scene.items():
+        base = runs.get(baseline)
+        target = 0.95 * base.final_psnr if base is not None else math.nan
+        base_seconds, base_steps = base.reach(target) if base is not None else (math.nan, math.nan)
+        base_ms = base.mean_iteration_ms if base is not None else math.nan
+        base_sampler_ms = base.mean_sampler_ms if base is not None else math.nan
+        for variant, run in runs.items():
+            seconds, steps = run.reach(target)
+            overhead_ms = run.mean_sampler_ms - base_sampler_ms
+            rows.append({
+                "scene": scene,
+                "variant": variant,
+                "final_psnr": run.final_psnr,
+                "target_psnr": target,
+                "seconds_to_target": seconds,
+                "steps_to_target": steps,
+                "time_saved": 1.0 - seconds / base_seconds if base_seconds > 0 else math.nan,
+                "steps_saved": 1.0 - steps / base_steps if base_steps > 0 else math.nan,
+                "iteration_ms": run.mean_iteration_ms,
+                "sampler_ms": run.mean_sampler_ms,
+                "overhead_ms": overhead_ms,
+                "overhead_pct": 100.0 * overhead_ms / base_ms if base_ms > 0 else math.nan,
+                "train_seconds": float(sum(run.iteration_seconds)),
+            })
+    return rows
+
+
+def fmt(value: float, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:{spec}}{suffix}"
+
+
+def markdown(rows: List[Dict], results: List[RunResult], args, command: str, started: str, wall: float) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    lines = [
+        "# Residual ray sampler benchmark",
+        "",
+        "Generated by `scripts/benchmark_sampler.py` (the numbers below are what this run measured).",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"- started {started}, total {wall / 60:.1f} min on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, torch {torch.__version__}",
+        f"- model: `ns-train nid-field` config, {args.steps} steps, "
+        f"{args.resolution}x{args.resolution} RGBA renders, {args.views_train} train / {args.views_test} test views, "
+        f"PSNR on {args.eval_images} test views every {args.eval_every} steps, seed {args.seed}",
+        "- target = 95 % of uniform's final PSNR (dB); time/steps to target interpolated between evaluations; "
+        "'saved' = 1 - residual/uniform",
+        "- sampler overhead = (sample + observe) time per iteration minus uniform's sample time, "
+        "as a share of uniform's iteration",
+        "",
+        "| variant | overrides |",
+        "|---|---|",
+    ]
+    for v in variants:
+        ov = next(r.overrides for r in results if r.variant == v)
+        lines.append(f"| {v} | `{', '.join(f'{k}={val}' for k, val in ov.items())}` |")
+    lines += [
+        "",
+        "| scene | variant | final PSNR | target | s to target | time saved | steps to target | steps saved "
+        "| ms / iter | sampler ms / iter | overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scene']} | {r['variant']} | {fmt(r['final_psnr'], '.2f')} | {fmt(r['target_psnr'], '.2f')} "
+            f"| {fmt(r['seconds_to_target'], '.0f')} | {fmt(100 * r['time_saved'], '+.0f', ' %')} "
+            f"| {fmt(r['steps_to_target'], '.0f')} | {fmt(100 * r['steps_saved'], '+.0f', ' %')} "
+            f"| {fmt(r['iteration_ms'], '.0f')} | {fmt(r['sampler_ms'], '.2f')} | {fmt(r['overhead_pct'], '.2f', ' %')} |"
+        )
+    lines += ["", "**Mean over scenes**", "", "| variant | final PSNR | time saved | steps saved | overhead |",
+              "|---|---|---|---|---|"]
+    for v in variants:
+        sel = [r for r in rows if r["variant"] == v]
+
+        def mean(key: str) -> float:
+            vals = [r[key] for r in sel if math.isfinite(r[key])]
+            return float(np.mean(vals)) if len(vals) == len(sel) and vals else math.nan
+
+        lines.append(
+            f"| {v} | {fmt(mean('final_psnr'), '.2f')} | {fmt(100 * mean('time_saved'), '+.0f', ' %')} "
+            f"| {fmt(100 * mean('steps_saved'), '+.0f', ' %')} | {fmt(mean('overhead_pct'), '.2f', ' %')} |"
+        )
+    lines += ["", "![PSNR vs wall-clock and iterations](sampler_psnr.png)", ""]
+    if args.figure:
+        lines += [f"![Picked pixels over training]({Path(args.figure).name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+NOTES_BEGIN = "<!-- notes: kept when the benchmark rewrites this file -->"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Atomic write; a hand-written section after NOTES_BEGIN in the old file is kept."""
+    notes = ""
+    if path.is_file():
+        old = path.read_text()
+        if NOTES_BEGIN in old:
+            notes = old[old.index(NOTES_BEGIN):]
+    text = text + "\n" + (notes or NOTES_BEGIN + "\n")
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_psnr(results: List[RunResult], rows: List[Dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenes = list(dict.fromkeys(r.scene for r in results))
+    fig, axes = plt.subplots(2, len(scenes), figsize=(4.2 * len(scenes), 6.4), squeeze=False)
+    colours = {}
+    for col, scene in enumerate(scenes):
+        target = next((r["target_psnr"] for r in rows if r["scene"] == scene), math.nan)
+        for run in (r for r in results if r.scene == scene):
+            c = colours.setdefault(run.variant, f"C{len(colours)}")
+            xs_t = [0.0] + [e.seconds for e in run.evals]
+            xs_s = [0] + [e.step for e in run.evals]
+            ys = [math.nan] + [e.psnr for e in run.evals]
+            axes[0, col].plot(xs_t, ys, "-o", ms=2.5, color=c, label=run.variant)
+            axes[1, col].plot(xs_s, ys, "-o", ms=2.5, color=c, label=run.variant)
+        for row in range(2):
+            ax = axes[row, col]
+            if math.isfinite(target):
+                ax.axhline(target, color="grey", ls="--", lw=0.8)
+            ax.grid(alpha=0.3)
+            ax.set_ylabel("test PSNR (dB)")
+        axes[0, col].set_title(scene)
+        axes[0, col].set_xlabel("training wall-clock (s)")
+        axes[1, col].set_xlabel("iterations")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("uniform vs residual ray sampling (dashed: 95 % of uniform's final PSNR)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_selection(run: RunResult, gt: np.ndarray, path: Path, image_index: int) -> None:
+    """INT Fig. 5 for rays: rows = render, residual map, picked pixels; columns = training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snaps = run.snapshots
+    fig, axes = plt.subplots(3, len(snaps) + 1, figsize=(1.9 * (len(snaps) + 1), 6.0), squeeze=False)
+    axes[0, 0].imshow(gt)
+    axes[0, 0].set_title("ground truth", fontsize=8)
+    axes[1, 0].axis("off")
+    axes[2, 0].axis("off")
+    axes[1, 0].text(0.5, 0.5, "residual map\n(magenta: never\nvisited)", ha="center", va="center", fontsize=8)
+    axes[2, 0].text(0.5, 0.5, "picked pixels\nwhite: residual\nblue: uniform floor", ha="center", va="center",
+                    fontsize=8)
+    vmax = max((float(np.nanmax(np.where(np.isfinite(s["residual"]), s["residual"], np.nan)))
+                for s in snaps if np.isfinite(s["residual"]).any()), default=1.0)
+    for col, s in enumerate(snaps, start=1):
+        axes[0, col].imshow(s["render"])
+        axes[0, col].set_title(f"step {s['step']}", fontsize=8)
+        res = s["residual"]
+        finite = np.isfinite(res)
+        shown = np.where(finite, res, 0.0)
+        rgb = plt.get_cmap("turbo")(np.clip(shown / max(vmax, 1e-9), 0, 1))[..., :3]
+        rgb[~finite] = (1.0, 0.0, 1.0)
+        axes[1, col].imshow(rgb, interpolation="nearest")
+        h, w = s["render"].shape[:2]
+        picks = np.zeros((h, w, 3))
+        for key, colour in (("uniform", (0.2, 0.4, 1.0)), ("picked", (1.0, 1.0, 1.0))):
+            p = s[key].astype(int)
+            picks[p[:, 0], p[:, 1]] = colour
+        axes[2, col].imshow(picks, interpolation="nearest")
+        axes[2, col].set_xlabel(f"last {s['history_steps']} steps", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{run.scene}, training view {image_index}: where the residual sampler puts its rays", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_variant(spec: str) -> Tuple[str, Dict[str, object]]:
+    """``name`` (a preset) or ``name:key=value,key=value`` (on top of the preset of that name, if any)."""
+    name, _, rest = spec.partition(":")
+    overrides = dict(PRESET_VARIANTS.get(name, {"sampler": "residual"}))
+    if rest:
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise SystemExit(f"bad variant option '{item}' in '{spec}'; use key=value")
+            overrides[key.strip().replace("-", "_")] = parse_value(value.strip())
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise SystemExit(f"bad variant name '{name}'")
+    return name, overrides
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenes", nargs="+", default=["spot", "cow", "teapot", "blob_000"])
+    parser.add_argument("--variants", nargs="+", default=["uniform", "residual", "unbiased"])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-images", type=int, default=5)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--views-train", type=int, default=50)
+    parser.add_argument("--views-test", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--meshes", type=Path, default=DEFAULT_MESHES)
+    parser.add_argument("--data-dir", type=Path, default=REPO / "outputs" / "sampler_bench" / "data")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "sampler_bench" / "runs")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "sampler_benchmark.md")
+    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "sampler_psnr.png")
+    parser.add_argument("--json", type=Path, default=None, help="default: next to --output's runs in --work-dir")
+    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "sampler_selection.png",
+                        help="INT Fig. 5-like figure ('' to skip)")
+    parser.add_argument("--figure-scene", default=None, help="default: the first scene")
+    parser.add_argument("--figure-variant", default="residual")
+    parser.add_argument("--figure-image", type=int, default=0)
+    parser.add_argument("--figure-steps", type=int, nargs="+", default=None)
+    parser.add_argument("--figure-history", type=int, default=50, help="batches of picks each figure column shows")
+    args = parser.parse_args(argv)
+    from nid_nerf.errors import install_excepthook
+
+    install_excepthook()
+    torch.set_num_threads(args.threads)
+    variants = [parse_variant(v) for v in args.variants]
+    args.figure_scene = args.figure_scene or args.scenes[0]
+    if args.figure_steps is None:
+        args.figure_steps = sorted({max(1, s) for s in (10, args.steps // 10, args.steps // 3, args.steps)})
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    command = "python scripts/benchmark_sampler.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    started = time.strftime("%Y-%m-%d %H:%M")
+    t0 = time.perf_counter()
+
+    scene_dirs = {}
+    for name in tqdm(args.scenes, desc="render scenes", leave=False):
+        scene_dirs[name] = render_scene(name, args.meshes, args.data_dir, args.resolution, args.views_train,
+                                        args.views_test, args.seed)
+    results: List[RunResult] = []
+    json_path = args.json or (args.work_dir / f"{args.output.stem}.json")
+    for scene in args.scenes:
+        for name, overrides in variants:
+            result = run_variant(scene, scene_dirs[scene], name, overrides, args)
+            results.append(result)
+            print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.mean_iteration_ms:.0f} ms/iter, "
+                  f"sampler {result.mean_sampler_ms:.2f} ms/iter", flush=True)
+            dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
+            atomic_write_text(json_path, json.dumps({"command": command, "runs": dump}, indent=1, default=str))
+    rows = summarise(results)
+    plot_psnr(results, rows, args.plot)
+    if args.figure and str(args.figure):
+        run = next((r for r in results if r.snapshots), None)
+        if run is not None:
+            gt = snapshot_gt(scene_dirs[run.scene], args.figure_image, run)
+            plot_selection(run, gt, args.figure, args.figure_image)
+    write_markdown(args.output, markdown(rows, results, args, command, started, time.perf_counter() - t0))
+    for r in rows:
+        print(f"{r['scene']:>12} {r['variant']:>10}: final {r['final_psnr']:.2f} dB, to target "
+              f"{fmt(r['seconds_to_target'], '.0f')} s ({fmt(100 * r['time_saved'], '+.0f', '%')}), "
+              f"overhead {fmt(r['overhead_pct'], '.2f', '%')}")
+    print(f"wrote {args.output}, {args.plot}, {json_path}")
+
+
+def snapshot_gt(scene_dir: Path, image_index: int, run: RunResult) -> np.ndarray:
+    """The ground-truth training image of the figure, as the datamanager serves it (white background)."""
+    from method_configs.nid_field import nid_field
+
+    dataparser = copy.deepcopy(nid_field.config.pipeline.datamanager.dataparser)
+    dataparser.data = scene_dir
+    outputs = dataparser.setup().get_dataparser_outputs(split="train")
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    image = InputDataset(outputs)[image_index]["image"]
+    return composite_white(image).numpy()
+
+
+if __name__ == "__main__":
+    main()
