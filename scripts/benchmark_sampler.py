@@ -76,7 +76,7 @@ def mesh_path(name: str, meshes_root: Path) -> Path:
 def render_scene(name: str, meshes_root: Path, data_dir: Path, resolution: int, views_train: int, views_test: int,
                  seed: int) -> Path:
     """Render (once; cached in ``data_dir``) a posed RGBA scene of one mesh. Returns the scene folder."""
-    out = data_dir / f"{name}_{resolution}px_{views_train}v_s{seed}"
+    out = data_dir / f"{Path(name).stem}_{resolution}px_{views_train}v_s{seed}"
     if (out / "transforms.json").is_file() or (out / "transforms_train.json").is_file():
         return out
     mesh = mesh_path(name, meshes_root)
@@ -582,7 +582,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     install_excepthook()
     torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in args.variants]
-    args.figure_scene = args.figure_scene or args.scenes[0]
+    labels = {name: Path(name).stem for name in args.scenes}  # spot -> spot, /x/sphere.obj -> sphere
+    args.figure_scene = args.figure_scene or labels[args.scenes[0]]
     if args.figure_steps is None:
         args.figure_steps = sorted({max(1, s) for s in (10, args.steps // 10, args.steps // 3, args.steps)})
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -592,11 +593,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     scene_dirs = {}
     for name in tqdm(args.scenes, desc="render scenes", leave=False):
-        scene_dirs[name] = render_scene(name, args.meshes, args.data_dir, args.resolution, args.views_train,
+        scene_dirs[labels[name]] = render_scene(name, args.meshes, args.data_dir, args.resolution, args.views_train,
                                         args.views_test, args.seed)
     results: List[RunResult] = []
     json_path = args.json or (args.work_dir / f"{args.output.stem}.json")
-    for scene in args.scenes:
+    for scene in labels.values():
         for name, overrides in variants:
             result = run_variant(scene, scene_dirs[scene], name, overrides, args)
             results.append(result)
