@@ -117,6 +117,44 @@ def _evaluate_points(sdf_fn: SDFFn, positions: Tensor, chunk_points: int, bar) -
     return out
 
 
+class _Batcher:
+    """Gathers small pieces of band samples into network calls of about ``chunk_points`` points (a call costs a
+    fixed overhead, e.g. mixing the gated tables), then scatters the values into ``volume_planes`` [nz, ny * nx]."""
+
+    def __init__(self, sdf_fn: SDFFn, volume_planes: np.ndarray, chunk_points: int, device, bar) -> None:
+        self.sdf_fn, self.volume_planes, self.chunk_points, self.device, self.bar = (
+            sdf_fn,
+            volume_planes,
+            int(chunk_points),
+            device,
+            bar,
+        )
+        self.pending: List[Tuple[int, int, np.ndarray, Tensor]] = []
+        self.count = 0
+        self.evaluated = 0
+
+    def add(self, z0: int, z1: int, flat: np.ndarray, positions: Float[Tensor, "M 3"]) -> None:
+        """Samples ``flat`` (indices into a plane) of planes z0..z1-1, at ``positions`` (plane-major)."""
+        self.pending.append((z0, z1, flat, positions))
+        self.count += positions.shape[0]
+        if self.count >= self.chunk_points:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        positions = torch.cat([p for *_, p in self.pending]).to(self.device)
+        values = _evaluate_points(self.sdf_fn, positions, self.chunk_points, self.bar)
+        offset = 0
+        for z0, z1, flat, p in self.pending:
+            n = p.shape[0]
+            self.volume_planes[z0:z1, flat] = values[offset : offset + n].reshape(z1 - z0, len(flat))
+            offset += n
+        self.evaluated += offset
+        self.pending.clear()
+        self.count = 0
+
+
 def refine_mask(coarse: np.ndarray, isovalue: float, half_diagonal: float, lipschitz: float) -> np.ndarray:
     """[bz by bx] bool: blocks whose corners straddle ``isovalue`` or come within ``lipschitz * half_diagonal`` of it.
 
@@ -193,7 +231,7 @@ def evaluate_sdf_grid_band(
                 )
             return fine_masks[bz]
 
-        evaluated = coarse_points
+        batcher = _Batcher(sdf_fn, volume_planes, chunk_points, device, bar)
         z = 0
         while z < nz:
             key = (own_z_lo[z], own_z_hi[z])
@@ -207,19 +245,18 @@ def evaluate_sdf_grid_band(
             flat = np.flatnonzero(mask)
             if len(flat):
                 xy = torch.stack([axes[0][flat % nx], axes[1][flat // nx]], dim=-1)  # [M 2]
-                per_call = max(1, int(chunk_points) // len(flat))
-                for za, zb in _chunks(z_end - z, per_call):
+                per_piece = max(1, int(chunk_points) // len(flat))
+                for za, zb in _chunks(z_end - z, per_piece):
                     pos = torch.empty((zb - za, len(flat), 3), dtype=torch.float32)
                     pos[..., :2] = xy
                     pos[..., 2] = axes[2][z + za : z + zb, None]
-                    values = _evaluate_points(sdf_fn, pos.reshape(-1, 3).to(device), chunk_points, bar)
-                    volume_planes[z + za : z + zb, flat] = values.reshape(zb - za, len(flat))
-                    evaluated += values.shape[0]
+                    batcher.add(z + za, z + zb, flat, pos.reshape(-1, 3))
             z = z_end
+        batcher.flush()
     bar.close()
     if stats is not None:
         stats.update(
-            evaluated=int(evaluated),
+            evaluated=int(coarse_points + batcher.evaluated),
             total=int(grid.num_points),
             refined_blocks=int(refine.sum()),
             blocks=int(refine.size),

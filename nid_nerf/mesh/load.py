@@ -95,8 +95,8 @@ def check_data(config, config_path: Path, data: Optional[Path]) -> None:
     path = dm.data if getattr(dm, "data", None) is not None else getattr(getattr(dm, "dataparser", None), "data", None)
     if path is not None and not Path(path).exists():
         raise NIDInputError(
-            f"training data {path} named in config {config_path} does not exist (the scene box is read from it); "
-            "run from the folder where ns-train ran, or pass --data <path to the training data>"
+            f"training data {path} does not exist (named in config {config_path}; the scene box is read from it); "
+            "run from the folder where ns-train ran, or pass --data <training data folder>"
         )
 
 
