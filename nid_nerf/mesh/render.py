@@ -2,12 +2,15 @@
 
 No OpenGL context is needed, so it works on servers. Vertex colours are interpolated with the hit's barycentric
 coordinates; meshes without colours are drawn light grey.
+
+    python -m nid_nerf.mesh.render --mesh gt.ply exported.ply --output docs/mesh_spot.png
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -77,10 +80,11 @@ def render_mesh(
     dirs = rays.numpy()[..., 3:][hit]
     dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
 
-    colors = getattr(mesh.visual, "vertex_colors", None)
-    if mesh.visual.kind == "vertex" and colors is not None and len(colors) == len(vertices):
-        tri = np.asarray(colors, dtype=np.float32)[corners, :3] / 255.0  # [M 3 3]
+    if mesh.visual.kind == "vertex":
+        tri = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[corners, :3] / 255.0  # [M 3 3]
         albedo = np.einsum("mk,mkc->mc", bary, tri)
+    elif mesh.visual.kind == "face":
+        albedo = np.asarray(mesh.visual.face_colors, dtype=np.float32)[prim, :3] / 255.0
     else:
         albedo = np.full((len(prim), 3), 0.8, dtype=np.float32)
     # Headlight a little above and to the side of the camera; two-sided so inverted faces still show.
@@ -117,3 +121,44 @@ def save_png(image: np.ndarray, path: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@dataclass
+class RenderMeshes:
+    """Render meshes to one PNG: a row per mesh, a column per azimuth (headless CPU ray casting)."""
+
+    mesh: Tuple[Path, ...]
+    """Mesh files (.ply, .obj, .glb, ...); one row each."""
+    output: Path
+    """PNG to write."""
+    azimuths: Tuple[float, ...] = (30.0, 150.0, 270.0)
+    """Camera azimuths in degrees around the up axis."""
+    elevation: float = 25.0
+    size: int = 384
+    """Pixels per view (square)."""
+    up_axis: int = 2
+    """0, 1 or 2: which world axis points up in the picture (nid-nerf scenes are z-up)."""
+
+    def main(self) -> Path:
+        from nid_nerf.mesh.metrics import load_mesh
+
+        if self.output.suffix.lower() != ".png":
+            raise NIDInputError(f"output {self.output} must end in .png; pass --output <name>.png")
+        rows = []
+        for path in self.mesh:
+            mesh = load_mesh(path, role="input")
+            rows.append(
+                render_views(mesh, self.azimuths, self.size, elevation_deg=self.elevation, up_axis=self.up_axis)
+            )
+        return save_png(np.concatenate(rows, axis=0), self.output)
+
+
+def entrypoint() -> None:
+    """``python -m nid_nerf.mesh.render --mesh a.ply b.ply --output docs/mesh_a.png``."""
+    import tyro
+
+    tyro.cli(RenderMeshes).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
