@@ -30,6 +30,7 @@ from nerfstudio.utils import writer
 from torch import Tensor
 from tqdm import tqdm
 
+from nid_nerf.bench.method_config import loadable_config
 from nid_nerf.bench.offline import lpips_patched_out
 
 
@@ -203,7 +204,7 @@ def train_step(trainer: Trainer, step: int) -> float:
 def save_checkpoint(trainer: Trainer, step: int) -> Path:
     """Write config.yml, dataparser_transforms.json and a checkpoint, as `ns-train` leaves them."""
     config = trainer.config
-    config.save_config()
+    loadable_config(config).save_config()
     datamanager = trainer.pipeline.datamanager
     if hasattr(datamanager, "train_dataparser_outputs"):
         datamanager.train_dataparser_outputs.save_dataparser_transform(config.get_base_dir() / "dataparser_transforms.json")

@@ -41,12 +41,30 @@ def default_dataparser(data: Path) -> str:
     return "blender-data" if (data / "transforms_train.json").exists() else "nerfstudio-data"
 
 
+def _convert(datamanager, config_class):
+    """A `config_class` datamanager config carrying every setting the two classes share."""
+    shared = {f.name for f in dataclasses.fields(config_class) if f.init and f.name != "_target"}
+    return config_class(**{name: getattr(datamanager, name) for name in shared if hasattr(datamanager, name)})
+
+
 def _single_process(datamanager):
     """A VanillaDataManagerConfig with the same settings as a ParallelDataManagerConfig."""
     if type(datamanager) is not ParallelDataManagerConfig:
         return datamanager
-    shared = {f.name for f in dataclasses.fields(VanillaDataManagerConfig) if f.init and f.name != "_target"}
-    return VanillaDataManagerConfig(**{name: getattr(datamanager, name) for name in shared})
+    return _convert(datamanager, VanillaDataManagerConfig)
+
+
+def loadable_config(config: TrainerConfig) -> TrainerConfig:
+    """A copy whose datamanager has the registered method's config class again.
+
+    `ns-viewer` and `ns-eval` (nerfstudio's `eval_setup`) reset the datamanager's `_target` to the
+    registered method's, so a saved config must carry that class's fields (e.g. `queue_size`).
+    """
+    registered = registered_methods().get(config.method_name or "")
+    config = copy.deepcopy(config)
+    if registered is not None and type(registered.pipeline.datamanager) is not type(config.pipeline.datamanager):
+        config.pipeline.datamanager = _convert(config.pipeline.datamanager, type(registered.pipeline.datamanager))
+    return config
 
 
 def make_trainer_config(
