@@ -5,9 +5,10 @@ after `trainer.train_iteration(step)` (data loading, forward, backward, optimize
 steps), each iteration timed with `time.perf_counter`. Every `eval_every_seconds` of training
 clock the model renders a fixed set of held-out images with `model.get_outputs_for_camera`, the
 call the viewer and `ns-eval` use; that time is kept off the training clock and gives the render
-speed in rays per second. PSNR is computed here, the same way for every method, against the
-eval images as the dataset delivers them (RGBA composited onto white when the dataparser leaves
-the alpha channel in).
+speed in rays per second. PSNR is computed here, the same way for every method: on a white
+background. Eval images with an alpha channel are composited onto white, and models built on
+nerfstudio's RGBRenderer render onto white through nerfstudio's own background override (the one
+the viewer's crop box uses); models with their own renderer must render eval images onto white.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.model_components.renderers import background_color_override_context
 from nerfstudio.utils import writer
 from torch import Tensor
 from tqdm import tqdm
@@ -75,6 +77,9 @@ class MethodResult:
     """config.yml of the saved checkpoint, when one was saved"""
     image_size: tuple[int, int] = (0, 0)
     """(height, width) of the eval images"""
+    num_train_images: int = 0
+    num_eval_images: int = 0
+    """images in the eval split (the fixed eval set is `Budget.num_eval_images` of them)"""
 
     @property
     def steps(self) -> int:
@@ -147,7 +152,8 @@ def evaluate(pipeline, eval_set: EvalSet) -> tuple[float, float]:
     pipeline.eval()
     scores, speeds = [], []
     try:
-        with torch.no_grad():
+        white = torch.ones(3, device=pipeline.device)
+        with torch.no_grad(), background_color_override_context(white):
             for camera, image in zip(eval_set.cameras, eval_set.images):
                 start = time.perf_counter()
                 outputs = model.get_outputs_for_camera(camera)
@@ -233,7 +239,12 @@ def run_method(
     trainer = setup_trainer(config)
     pipeline = trainer.pipeline
     eval_set = EvalSet.from_pipeline(pipeline, budget.num_eval_images)
-    result = MethodResult(method=config.method_name or "?", image_size=tuple(eval_set.images[0].shape[:2]))
+    result = MethodResult(
+        method=config.method_name or "?",
+        image_size=tuple(eval_set.images[0].shape[:2]),
+        num_train_images=len(pipeline.datamanager.train_dataset),
+        num_eval_images=len(pipeline.datamanager.eval_dataset),
+    )
 
     next_eval = budget.eval_every_seconds
     step = 0

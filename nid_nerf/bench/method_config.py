@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
@@ -67,6 +67,24 @@ def loadable_config(config: TrainerConfig) -> TrainerConfig:
     return config
 
 
+def apply_overrides(config: TrainerConfig, overrides: dict[str, Any]) -> TrainerConfig:
+    """Set dotted config attributes, e.g. {"pipeline.model.background_color": "random"} (in place)."""
+    for path, value in overrides.items():
+        *parents, name = path.split(".")
+        target = config
+        for parent in parents:
+            target = getattr(target, parent)
+        if not hasattr(target, name):
+            raise NIDInputError(f"{config.method_name} has no config option '{path}'; check `ns-train {config.method_name} --help`")
+        setattr(target, name, value)
+    return config
+
+
+def override_flags(overrides: dict[str, Any]) -> str:
+    """The `ns-train` flags that set `overrides` (for reports)."""
+    return " ".join(f"--{path.replace('_', '-')} {value}" for path, value in overrides.items())
+
+
 def make_trainer_config(
     method: str,
     data: Path,
@@ -78,6 +96,7 @@ def make_trainer_config(
     max_num_iterations: int = 1_000_000,
     seed: int = 42,
     single_process: bool = True,
+    overrides: Optional[dict[str, Any]] = None,
 ) -> TrainerConfig:
     """The TrainerConfig `ns-train METHOD` would use, with the benchmark's overrides.
 
@@ -92,6 +111,7 @@ def make_trainer_config(
         max_num_iterations: the trainer's nominal iteration count (schedules may read it).
         seed: `--machine.seed`.
         single_process: swap a ParallelDataManager for the equivalent VanillaDataManager.
+        overrides: further dotted config attributes to set (see :func:`apply_overrides`), applied last.
     """
     methods = registered_methods()
     if method not in methods:
@@ -139,4 +159,4 @@ def make_trainer_config(
     model = pipeline.model
     if device == "cpu" and getattr(model, "implementation", None) == "tcnn":
         model.implementation = "torch"  # `--pipeline.model.implementation torch`: tiny-cuda-nn needs a GPU
-    return config
+    return apply_overrides(config, overrides or {})
