@@ -20,12 +20,9 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-# corner offsets of a unit cube, [8, 3], bit d of the corner index is the offset along axis d
-_CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)
 _PRIMES = (1, 2654435761, 805459861)
 
 
@@ -60,57 +57,63 @@ class HashGridSpec:
 
 def corner_lookup(
     x: Float[Tensor, "N 3"], spec: HashGridSpec, with_grad: bool = False
-) -> Tuple[Int[Tensor, "N L 8"], Float[Tensor, "N L 8"], Optional[Float[Tensor, "N L 8 3"]]]:
-    """Flat table indices, trilinear weights and (optionally) their d/dx for positions in [0, 1]^3.
+) -> Tuple[Int[Tensor, "N L 8"], Float[Tensor, "N L K 8"]]:
+    """Flat table indices and trilinear weights for positions in [0, 1]^3.
+
+    The weights have K = 1 row (the corner weights) or, with ``with_grad``, K = 4 rows: the corner
+    weights and their derivatives along x, y and z.
 
     The indices address a table flattened to [L * S, F] (level l occupies rows [l*S, (l+1)*S)).
-    Computed once per sample; the result can be reused for any table with the same spec.
+    All levels are handled at once; the result can be reused for any table with the same spec
+    (so the cost of gating K experts is paid once per step, not per sample).
     """
-    device = x.device
-    x = x.clamp(0.0, 1.0)
+    n = x.shape[0]
+    device, dtype = x.device, x.dtype
     S = spec.table_size
-    corners = _CORNERS.to(device)
-    all_idx, all_w, all_dw = [], [], []
-    for level, (res, dense) in enumerate(zip(spec.resolutions(), spec.dense_levels())):
-        pos = x * res
-        base = pos.floor().clamp(max=res - 1)
-        frac = pos - base  # [N, 3]
-        grid = base.long()[:, None, :] + corners[None]  # [N, 8, 3]
-        if dense:
-            stride = res + 1
-            idx = grid[..., 0] + stride * (grid[..., 1] + stride * grid[..., 2])
-        else:
-            idx = (grid[..., 0] * _PRIMES[0]) ^ (grid[..., 1] * _PRIMES[1]) ^ (grid[..., 2] * _PRIMES[2])
-            idx = idx % S
-        all_idx.append(idx + level * S)
-        # per-axis weights: (1 - f) for offset 0, f for offset 1
-        per_axis = torch.where(corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :])  # [N, 8, 3]
-        all_w.append(per_axis.prod(-1))
-        if with_grad:
-            sign = corners.to(x.dtype) * 2.0 - 1.0  # d(per_axis)/dfrac: +1 or -1
-            p0, p1, p2 = per_axis.unbind(-1)
-            dw = torch.stack((sign[:, 0] * p1 * p2, p0 * sign[:, 1] * p2, p0 * p1 * sign[:, 2]), dim=-1)
-            all_dw.append(dw * res)
-    idx = torch.stack(all_idx, dim=1)
-    w = torch.stack(all_w, dim=1)
-    dw = torch.stack(all_dw, dim=1) if with_grad else None
-    return idx, w, dw
+    resolutions = spec.resolutions()
+    num_dense = sum(spec.dense_levels())
+    res = torch.tensor(resolutions, device=device, dtype=dtype)
+    pos = x.clamp(0.0, 1.0)[:, None, :] * res[None, :, None]  # [N, L, 3]
+    base = torch.minimum(pos.floor(), (res - 1)[None, :, None])
+    frac = pos - base
+    cell = base.long()
+    # per-axis index terms for the two corner offsets: dense levels add x + s*y + s^2*z, hashed levels xor primes
+    coef = torch.tensor(
+        [[1, r + 1, (r + 1) ** 2] if level < num_dense else list(_PRIMES) for level, r in enumerate(resolutions)],
+        device=device,
+    )
+    terms = torch.stack((cell, cell + 1), -1) * coef[None, :, :, None]  # [N, L, 3, 2]
+    tx, ty, tz = terms[:, :, 0, :, None, None], terms[:, :, 1, None, :, None], terms[:, :, 2, None, None, :]
+    dense = (tx[:, :num_dense] + ty[:, :num_dense] + tz[:, :num_dense])
+    hashed = (tx[:, num_dense:] ^ ty[:, num_dense:] ^ tz[:, num_dense:]) & (S - 1)
+    idx = torch.cat((dense, hashed), 1).reshape(n, -1, 8)
+    idx = idx + (torch.arange(len(resolutions), device=device) * S)[None, :, None]
+    # per-axis weights (1 - f, f); corner weight is their product
+    wa = torch.stack((1.0 - frac, frac), -1)  # [N, L, 3, 2]
+    wx, wy, wz = wa[:, :, 0, :, None, None], wa[:, :, 1, None, :, None], wa[:, :, 2, None, None, :]
+    wyz = wy * wz
+    if not with_grad:
+        return idx, (wx * wyz).reshape(n, -1, 1, 8)
+    step = torch.stack((-res, res), -1)  # d(1 - f)/dx and df/dx, per level
+    sx = step[None, :, :, None, None]
+    sy = step[None, :, None, :, None]
+    sz = step[None, :, None, None, :]
+    weights = torch.stack((wx * wyz, sx * wyz, wx * sy * wz, wx * wy * sz), 2)  # [N, L, 4, 2, 2, 2]
+    return idx, weights.reshape(n, -1, 4, 8)
 
 
 def interpolate(
-    table: Float[Tensor, "LS F"],
-    idx: Int[Tensor, "N L 8"],
-    w: Float[Tensor, "N L 8"],
-    dw: Optional[Float[Tensor, "N L 8 3"]] = None,
-) -> Tuple[Float[Tensor, "N LF"], Optional[Float[Tensor, "N LF 3"]]]:
-    """Trilinear interpolation of a flat table; with ``dw``, also the Jacobian dz/dx."""
+    table: Float[Tensor, "LS F"], idx: Int[Tensor, "N L 8"], weights: Float[Tensor, "N L K 8"]
+) -> Tuple[Float[Tensor, "N LF"], Optional[Float[Tensor, "3 N LF"]]]:
+    """Trilinear interpolation of a flat table; with derivative weights (K = 4), also dz/dx (direction-major)."""
     n, num_levels, _ = idx.shape
-    feats = F.embedding(idx.reshape(n, -1), table).view(n, num_levels, 8, -1)  # [N, L, 8, F]
-    z = torch.einsum("nlcf,nlc->nlf", feats, w).reshape(n, -1)
-    if dw is None:
+    # index_select: its backward (index_add) is several times faster on CPU than embedding's
+    feats = table.index_select(0, idx.reshape(-1)).view(n, num_levels, 8, -1)  # [N, L, 8, F]
+    out = torch.einsum("nlkc,nlcf->knlf", weights, feats)  # [K, N, L, F]
+    z = out[0].reshape(n, -1)
+    if weights.shape[2] == 1:
         return z, None
-    dz = torch.einsum("nlcf,nlcd->nlfd", feats, dw).reshape(n, -1, 3)
-    return z, dz
+    return z, out[1:].reshape(3, n, -1)
 
 
 class ExpertTables(nn.Module):

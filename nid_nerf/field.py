@@ -3,7 +3,10 @@
     z(x)      = interp(sum_{i in topk(c_s)} g_i T_i, x)            (mixed-table lookup)
     sdf, h    = geometry([z(x), PE(x)]) + (|x - centre| - r0)      (sphere prior, world units)
     n(x)      = d sdf / dx                                        (analytic, forward-mode)
-    rgb       = colour([h, n / |n|, SH(d)])
+    rgb       = colour([h, SH(d)])
+
+The normal is not a colour input: tangents are then only needed where the gradient is used (the
+eikonal loss on a subset of points, and one point per ray for rendered normals), not for every sample.
 
 K = 1 with the constant code 1 is a plain hash-grid SDF field (the from-scratch mode).
 """
@@ -20,23 +23,28 @@ from torch import Tensor, nn
 
 from nid_nerf.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
 from nid_nerf.gate import CodeGate
-from nid_nerf.mlp import TangentMLP, plain_mlp
+from nid_nerf.mlp import ColorHead, TangentMLP
 
 SceneIndex = Union[int, Int[Tensor, "N"], None]
 
 
 def positional_encoding(
     x: Float[Tensor, "N 3"], num_freqs: int
-) -> Tuple[Float[Tensor, "N D"], Float[Tensor, "N D 3"]]:
-    """[x, sin(2^j pi x), cos(2^j pi x)] for x in [-1, 1]^3 and its Jacobian wrt x."""
-    eye = torch.eye(3, device=x.device, dtype=x.dtype).expand(x.shape[0], 3, 3)
-    feats, jac = [x], [eye]
+) -> Tuple[Float[Tensor, "N D"], Float[Tensor, "3 N D"]]:
+    """[x, sin(2^j pi x), cos(2^j pi x)] for x in [-1, 1]^3 and its Jacobian (direction-major).
+
+    Each feature depends on one coordinate only, so d feature / d x_d is its own derivative where
+    the feature's axis is d, and zero elsewhere.
+    """
+    feats, own = [x], [torch.ones_like(x)]
     for j in range(num_freqs):
         a = (2.0**j) * math.pi
         s, c = torch.sin(a * x), torch.cos(a * x)
         feats += [s, c]
-        jac += [torch.diag_embed(a * c), torch.diag_embed(-a * s)]
-    return torch.cat(feats, -1), torch.cat(jac, 1)
+        own += [a * c, -a * s]
+    feats_t, own_t = torch.cat(feats, -1), torch.cat(own, -1)
+    axis_mask = torch.eye(3, device=x.device, dtype=x.dtype).repeat(1, 1 + 2 * num_freqs)  # [3, D]
+    return feats_t, own_t[None] * axis_mask[:, None, :]
 
 
 class NIDField(nn.Module):
@@ -67,7 +75,7 @@ class NIDField(nn.Module):
         self.gate = CodeGate(num_scenes, num_experts, top_k, learnable=learn_codes)
         pe_dim = 3 * (1 + 2 * pe_freqs)
         self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
-        self.color_head = plain_mlp(geo_feat_dim + 3 + sh_levels**2, color_hidden, 3)
+        self.color_head = ColorHead(geo_feat_dim, sh_levels**2, color_hidden)
 
     # ----------------------------------------------------------------------------------- tables
     def mixed_tables(self, scenes: Sequence[int]) -> Float[Tensor, "U LS F"]:
@@ -92,19 +100,20 @@ class NIDField(nn.Module):
         extent = hi - lo
         x01 = (positions - lo) / extent
         scenes, slots = self._scene_slots(positions.shape[0], scene_index, positions.device)
-        idx, w, dw = corner_lookup(x01, self.spec, with_grad=with_grad)
+        idx, weights = corner_lookup(x01, self.spec, with_grad=with_grad)
         table = self.mixed_tables(scenes)
         if slots is not None:
             idx = idx + (slots * table.shape[1])[:, None, None]
         table = table.reshape(-1, table.shape[-1])
-        z, dz = interpolate(table, idx, w, dw)
+        z, dz = interpolate(table, idx, weights)
         xn = x01 * 2.0 - 1.0
         pe, dpe = positional_encoding(xn, self.pe_freqs)
         feats = torch.cat([z, pe], -1)
         tangents = None
         if with_grad:
             # chain rule to world units: d x01 / d x = 1 / extent, d xn / d x = 2 / extent
-            tangents = torch.cat([dz / extent, dpe * (2.0 / extent)], 1)
+            inv = (1.0 / extent)[:, None, None]
+            tangents = torch.cat([dz * inv, dpe * (2.0 * inv)], -1)
         out, dout = self.geometry(feats, tangents)
         centre = (lo + hi) / 2
         offset = positions - centre
@@ -113,23 +122,29 @@ class NIDField(nn.Module):
         sdf = out[:, :1] + prior
         grad = None
         if with_grad:
-            grad = dout[:, 0, :] + offset / radius.clamp(min=1e-6)
+            grad = dout[:, :, 0].t() + offset / radius.clamp(min=1e-6)
         return sdf, out[:, 1:], grad
 
-    def radiance(
-        self, geo_feats: Float[Tensor, "N G"], normals: Float[Tensor, "N 3"], directions: Float[Tensor, "N 3"]
-    ) -> Float[Tensor, "N 3"]:
+    def radiance(self, geo_feats: Float[Tensor, "R S G"], directions: Float[Tensor, "R 3"]) -> Float[Tensor, "R S 3"]:
+        """Colour of samples grouped by ray; the direction encoding is computed once per ray."""
         sh = components_from_spherical_harmonics(self.sh_levels, directions)
-        return torch.sigmoid(self.color_head(torch.cat([geo_feats, normals, sh], -1)))
+        return self.color_head(geo_feats, sh)
 
-    def forward_samples(
-        self, positions: Float[Tensor, "N 3"], directions: Float[Tensor, "N 3"], scene_index: SceneIndex = None
+    def forward_rays(
+        self, positions: Float[Tensor, "R S 3"], directions: Float[Tensor, "R 3"], scene_index: SceneIndex = None
     ) -> Dict[str, Tensor]:
-        sdf, h, grad = self.geometry_forward(positions, scene_index, with_grad=True)
+        """SDF and colour for S samples on each of R rays (``scene_index``: an int or one per ray)."""
+        r, s = positions.shape[:2]
+        if scene_index is not None and not isinstance(scene_index, int):
+            scene_index = scene_index.reshape(-1, 1).expand(r, s).reshape(-1)
+        sdf, h, _ = self.geometry_forward(positions.reshape(-1, 3), scene_index, with_grad=False)
+        return {"sdf": sdf.view(r, s), "rgb": self.radiance(h.view(r, s, -1), directions)}
+
+    def gradient(self, positions: Float[Tensor, "N 3"], scene_index: SceneIndex = None) -> Float[Tensor, "N 3"]:
+        """d sdf / dx (analytic; differentiable for the eikonal loss)."""
+        grad = self.geometry_forward(positions, scene_index, with_grad=True)[2]
         assert grad is not None
-        normals = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        rgb = self.radiance(h, normals, directions)
-        return {"sdf": sdf, "gradient": grad, "normals": normals, "rgb": rgb}
+        return grad
 
     # ----------------------------------------------------------------------------------- public API
     def sdf(self, positions: Float[Tensor, "N 3"], scene_index: SceneIndex = None) -> Float[Tensor, "N 1"]:
@@ -138,4 +153,7 @@ class NIDField(nn.Module):
     def color(
         self, positions: Float[Tensor, "N 3"], directions: Float[Tensor, "N 3"], scene_index: SceneIndex = None
     ) -> Float[Tensor, "N 3"]:
-        return self.forward_samples(positions, directions, scene_index)["rgb"]
+        """Colour of independent points seen along ``directions`` (one-sample rays)."""
+        if scene_index is not None and not isinstance(scene_index, int):
+            scene_index = scene_index.reshape(-1)
+        return self.forward_rays(positions[:, None], directions, scene_index)["rgb"][:, 0]

@@ -25,25 +25,41 @@ class TangentMLP(nn.Module):
         self.beta = beta
 
     def forward(
-        self, x: Float[Tensor, "N din"], tangents: Optional[Float[Tensor, "N din 3"]] = None
-    ) -> Tuple[Float[Tensor, "N dout"], Optional[Float[Tensor, "N dout 3"]]]:
+        self, x: Float[Tensor, "N din"], tangents: Optional[Float[Tensor, "3 N din"]] = None
+    ) -> Tuple[Float[Tensor, "N dout"], Optional[Float[Tensor, "3 N dout"]]]:
+        """Output and, for direction-major input tangents dx/dp_d, the output tangents dy/dp_d."""
         for i, layer in enumerate(self.layers):
             pre = layer(x)
             if tangents is not None:
-                tangents = torch.einsum("oi,nid->nod", layer.weight, tangents)
+                tangents = tangents @ layer.weight.t()
             if i == len(self.layers) - 1:
                 return pre, tangents
             x = F.softplus(pre, beta=self.beta)
             if tangents is not None:
-                tangents = tangents * torch.sigmoid(self.beta * pre)[..., None]
+                tangents = tangents * torch.sigmoid(self.beta * pre)
         raise AssertionError("unreachable")
 
 
-def plain_mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """ReLU MLP without tangents (the colour head)."""
-    dims = [in_dim, *hidden]
-    layers: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(dims[-1], out_dim))
-    return nn.Sequential(*layers)
+class ColorHead(nn.Module):
+    """ReLU MLP on [per-sample features, per-ray features] -> rgb in [0, 1].
+
+    The first layer is split so that the per-ray part (the view-direction encoding) is multiplied
+    once per ray and broadcast over that ray's samples, instead of once per sample.
+    """
+
+    def __init__(self, sample_dim: int, ray_dim: int, hidden: Sequence[int], out_dim: int = 3) -> None:
+        super().__init__()
+        self.sample_in = nn.Linear(sample_dim, hidden[0])
+        self.ray_in = nn.Linear(ray_dim, hidden[0], bias=False)
+        dims = list(hidden)
+        layers: list[nn.Module] = [nn.ReLU(inplace=True)]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        self.rest = nn.Sequential(*layers)
+
+    def forward(
+        self, sample_feats: Float[Tensor, "R S ds"], ray_feats: Float[Tensor, "R dr"]
+    ) -> Float[Tensor, "R S 3"]:
+        hidden = self.sample_in(sample_feats) + self.ray_in(ray_feats)[:, None, :]
+        return torch.sigmoid(self.rest(hidden))

@@ -3,7 +3,8 @@
 Per ray: ``num_coarse_samples`` uniform samples are looked up in a cached dense SDF grid (refreshed
 every ``grid_update_interval`` steps, so they cost a trilinear lookup each), their VolSDF weights
 define a pdf, and ``num_fine_samples`` importance samples (with a uniform floor) are evaluated by
-the real field, with analytic normals for the eikonal loss and the colour head.
+the real field. Analytic SDF gradients are taken only where used: the eikonal loss (a share of
+the samples plus random points) and one surface point per ray for rendered normals.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class NIDModelConfig(ModelConfig):
     """Importance samples per ray evaluated by the field during training."""
     eval_num_fine_samples: int = 24
     """Importance samples per ray at eval / viewer time."""
+    eval_skip_threshold: float = 1e-3
+    """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
     uniform_floor: float = 0.1
     """Share of the importance-sampling pdf spread uniformly along the ray."""
     grid_resolution: int = 64
@@ -90,6 +93,8 @@ class NIDModelConfig(ModelConfig):
     eikonal_loss_mult: float = 0.1
     eikonal_points: int = 256
     """Extra uniformly random points per step for the eikonal loss."""
+    eikonal_sample_fraction: float = 0.25
+    """Share of the ray samples whose SDF gradient enters the eikonal loss."""
     alpha_loss_mult: float = 0.05
     """L1 between accumulation and the image alpha (RGBA data only)."""
 
@@ -186,53 +191,99 @@ class NIDModel(Model):
         return callbacks
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        cfg = self.config
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
         scene = self._scene_of_rays(ray_bundle)
-        num_rays = origins.shape[0]
-        lo, hi = self.field.aabb
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
-        beta = self.beta
+        edges_c, w_c = self._coarse_pass(origins, directions, scene, near, far)
+        if self.training:
+            return self._render(origins, directions, scene, edges_c, w_c, hit, far)
+        # at eval, rays the cached grid sees as empty are background: no field evaluation at all
+        active = hit & (w_c.sum(-1) > self.config.eval_skip_threshold)
+        bg = colors.COLORS_DICT[self.config.eval_background_color].to(origins)
+        num_rays = origins.shape[0]
+        outputs = {
+            "rgb": bg.expand(num_rays, 3).clone(),
+            "rgb_raw": origins.new_zeros(num_rays, 3),
+            "accumulation": origins.new_zeros(num_rays, 1),
+            "depth": far[:, None].clone(),
+            "sdf_min": origins.new_full((num_rays, 1), float("inf")),
+            "normals": origins.new_zeros(num_rays, 3),
+        }
+        if bool(active.any()):
+            sub = self._render(origins[active], directions[active], None if scene is None else scene[active],
+                               edges_c[active], w_c[active], hit[active], far[active])
+            for key, value in sub.items():
+                outputs[key][active] = value
+        return outputs
 
-        # coarse: cached SDF grid -> pdf -> importance samples
+    @torch.no_grad()
+    def _coarse_pass(
+        self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], near: Tensor, far: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Uniform samples looked up in the cached SDF grid: bin edges and VolSDF weights per ray."""
+        cfg = self.config
+        lo, hi = self.field.aabb
+        edges_c, t_c = stratified_midpoints(near, far, cfg.num_coarse_samples, jitter=self.training)
+        pts_c = ((origins[:, None] + directions[:, None] * t_c[..., None]) - lo) / (hi - lo)
+        sdf_c = self._lookup_grid(pts_c.view(-1, 3), scene, t_c.shape[1]).view_as(t_c)
+        cell = float((hi - lo).max()) / (cfg.grid_resolution - 1)
+        w_c = render_weights_from_edges(sdf_c, edges_c, torch.clamp(self.beta.detach(), min=0.5 * cell))
+        return edges_c, w_c
+
+    def _render(
+        self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], edges_c: Tensor, w_c: Tensor,
+        hit: Tensor, far: Tensor,
+    ) -> Dict[str, Tensor]:
+        """Importance samples from the coarse weights, evaluated by the field and composited."""
+        cfg = self.config
+        num_fine = cfg.num_fine_samples if self.training else cfg.eval_num_fine_samples
         with torch.no_grad():
-            edges_c, t_c = stratified_midpoints(near, far, cfg.num_coarse_samples, jitter=self.training)
-            pts_c = ((origins[:, None] + directions[:, None] * t_c[..., None]) - lo) / (hi - lo)
-            sdf_c = self._lookup_grid(pts_c.view(-1, 3), scene, t_c.shape[1]).view_as(t_c)
-            cell = float((hi - lo).max()) / (cfg.grid_resolution - 1)
-            w_c = render_weights_from_edges(sdf_c, edges_c, torch.clamp(beta.detach(), min=0.5 * cell))
-            num_fine = cfg.num_fine_samples if self.training else cfg.eval_num_fine_samples
             edges = sample_pdf(edges_c, w_c, num_fine + 1, cfg.uniform_floor, deterministic=not self.training)
         t = 0.5 * (edges[:, 1:] + edges[:, :-1])
         positions = origins[:, None] + directions[:, None] * t[..., None]
-        sample_dirs = directions[:, None].expand_as(positions)
-        sample_scene = None if scene is None else scene[:, None].expand(num_rays, num_fine).reshape(-1)
-        out = self.field.forward_samples(positions.reshape(-1, 3), sample_dirs.reshape(-1, 3), sample_scene)
-        sdf = out["sdf"].view(num_rays, num_fine)
-        weights = render_weights_from_edges(sdf, edges, beta, hit)
+        out = self.field.forward_rays(positions, directions, scene)
+        weights = render_weights_from_edges(out["sdf"], edges, self.beta, hit)
         acc = weights.sum(-1, keepdim=True)
-        rgb_raw = (weights[..., None] * out["rgb"].view(num_rays, num_fine, 3)).sum(1)
-        normals = (weights[..., None] * out["normals"].view(num_rays, num_fine, 3)).sum(1)
+        rgb_raw = (weights[..., None] * out["rgb"]).sum(1)
         depth = (weights * t).sum(-1, keepdim=True) / acc.clamp(min=1e-6)
+        depth = torch.where(acc > 1e-3, depth, far[:, None])
         bg = colors.COLORS_DICT[cfg.eval_background_color].to(rgb_raw)
+        rgb = rgb_raw + bg * (1.0 - acc)
         outputs = {
-            "rgb": (rgb_raw + bg * (1.0 - acc)).clamp(0, 1) if not self.training else rgb_raw + bg * (1.0 - acc),
+            "rgb": rgb if self.training else rgb.clamp(0, 1),
             "rgb_raw": rgb_raw,
             "accumulation": acc,
-            "depth": torch.where(acc > 1e-3, depth, far[:, None]),
-            "normals": (F.normalize(normals, dim=-1) + 1.0) / 2.0 * (acc > 1e-3),
-            "sdf_at_depth_samples": sdf.min(-1, keepdim=True).values,
+            "depth": depth,
+            "sdf_min": out["sdf"].min(-1, keepdim=True).values,
         }
         if self.training:
-            grads = [out["gradient"]]
-            if cfg.eikonal_points > 0:
-                rand = lo + torch.rand(cfg.eikonal_points, 3, device=lo.device) * (hi - lo)
-                rand_scene = None if scene is None else scene[torch.randint(0, num_rays, (cfg.eikonal_points,),
-                                                                            device=lo.device)]
-                grads.append(self.field.geometry_forward(rand, rand_scene, with_grad=True)[2])
-            outputs["eikonal_gradients"] = torch.cat(grads)
+            outputs["eikonal_gradients"] = self._eikonal_gradients(positions.detach(), scene)
+        else:
+            # one gradient per ray, at the expected surface point, instead of one per sample
+            with torch.enable_grad():
+                surface = origins + directions * depth
+                normals = F.normalize(self.field.gradient(surface, scene), dim=-1)
+            outputs["normals"] = (normals + 1.0) / 2.0 * (acc > 1e-3)
         return outputs
+
+    def _eikonal_gradients(self, positions: Tensor, scene: Optional[Tensor]) -> Tensor:
+        """Gradients at a random share of the ray samples plus uniformly random points in the box."""
+        cfg = self.config
+        lo, hi = self.field.aabb
+        num_rays, per_ray = positions.shape[:2]
+        pts, pts_scene = [], []
+        n_samples = int(cfg.eikonal_sample_fraction * num_rays * per_ray)
+        if n_samples > 0:
+            pick = torch.randint(0, num_rays * per_ray, (n_samples,), device=positions.device)
+            pts.append(positions.reshape(-1, 3)[pick])
+            if scene is not None:
+                pts_scene.append(scene[pick // per_ray])
+        if cfg.eikonal_points > 0:
+            pts.append(lo + torch.rand(cfg.eikonal_points, 3, device=lo.device) * (hi - lo))
+            if scene is not None:
+                pts_scene.append(scene[torch.randint(0, num_rays, (cfg.eikonal_points,), device=lo.device)])
+        return self.field.gradient(torch.cat(pts), torch.cat(pts_scene) if pts_scene else None)
 
     def _lookup_grid(self, x01: Tensor, scene: Optional[Tensor], per_ray: int) -> Tensor:
         if scene is None:
