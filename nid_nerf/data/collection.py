@@ -72,6 +72,8 @@ class SceneResult:
     reason: str = ""
     views: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """CPU time of the process that rendered the scene (insensitive to other load on the machine)."""
     color_source: str = ""
     faces: int = 0
     notes: List[str] = field(default_factory=list)
@@ -176,7 +178,7 @@ def build_mesh(job: SceneJob, settings: RenderSettings) -> Tuple[ColoredMesh, Di
 
 def render_scene(job: SceneJob, settings: RenderSettings, output_dir: Path, nthreads: int = 0) -> SceneResult:
     """Render one scene into ``output_dir/job.name`` (atomically). Bad meshes come back as ``skipped``."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     final = Path(output_dir) / job.name
     if final.is_dir() and not settings.overwrite:
         return SceneResult(job.name, "exists", reason="already rendered (pass --overwrite to redo)")
@@ -214,7 +216,7 @@ def render_scene(job: SceneJob, settings: RenderSettings, output_dir: Path, nthr
     views = settings.views_train + settings.views_test
     return SceneResult(
         job.name, "rendered", views=views, seconds=time.perf_counter() - start,
-        color_source=mesh.color_source, faces=mesh.num_faces, notes=notes,
+        cpu_seconds=time.process_time() - cpu_start, color_source=mesh.color_source, faces=mesh.num_faces, notes=notes,
     )
 
 
@@ -266,7 +268,7 @@ def render_collection(
 
     results: List[SceneResult] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="scene", desc="rendering", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), unit="scene", desc="rendering", disable=not progress, dynamic_ncols=True, mininterval=1.0)
     views_done = 0
     try:
         if workers == 1:
@@ -302,6 +304,7 @@ def render_collection(
     if usable:
         _write_json_atomic(output_dir / COLLECTION_FILE, summary)
     rendered_views = sum(r.views for r in results if r.status == "rendered")
+    cpu = sum(r.cpu_seconds for r in results if r.status == "rendered")
     stats = {
         "rendered": sum(r.status == "rendered" for r in results),
         "existing": sum(r.status == "exists" for r in results),
@@ -309,6 +312,8 @@ def render_collection(
         "views": rendered_views,
         "seconds": elapsed,
         "views_per_second": rendered_views / elapsed if elapsed > 0 else 0.0,
+        "cpu_seconds": cpu,
+        "views_per_cpu_second": rendered_views / cpu if cpu > 0 else 0.0,
         "workers": workers,
     }
     if not usable:

@@ -18,8 +18,8 @@ class Shading:
 
     light_dir: Tuple[float, float, float] = (0.35, -0.45, 0.82)
     """Direction towards the light, world frame (z up); normalised on use."""
-    ambient: float = 0.35
-    diffuse: float = 0.65
+    ambient: float = 0.4
+    diffuse: float = 0.6
 
 
 @dataclass

@@ -96,7 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{stats['rendered']} scene(s) rendered, {stats['existing']} already present, "
         f"{len(stats['skipped'])} skipped -> {args.output}\n"
         f"{stats['views']} views in {stats['seconds']:.1f} s = {stats['views_per_second']:.1f} views/s "
-        f"({args.resolution}x{args.resolution}, {stats['workers']} worker(s); each view = RGBA + depth + normals + mask)"
+        f"({args.resolution}x{args.resolution}, {stats['workers']} worker(s); each view = RGBA + depth + normals + mask)\n"
+        f"rendering CPU time {stats['cpu_seconds']:.1f} s = {stats['views_per_cpu_second']:.1f} views per CPU-second "
+        "(excludes process start-up; compare with the wall-clock rate when the machine is busy)"
     )
     return 0
 

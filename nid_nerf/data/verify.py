@@ -37,34 +37,43 @@ def backproject(
 
 
 def rasterize_silhouette(
-    vertices: Float[np.ndarray, "V 3"], faces: np.ndarray, c2w: Float[np.ndarray, "4 4"], intr: Pinhole,
-    chunk: int = 2048,
+    vertices: Float[np.ndarray, "V 3"], faces: np.ndarray, c2w: Float[np.ndarray, "4 4"], intr: Pinhole
 ) -> Bool[np.ndarray, "H W"]:
-    """Pixels whose centre lies inside the projection of any triangle (all triangles in front of the camera)."""
+    """Pixels whose centre lies inside the projection of any triangle (all triangles in front of the camera).
+
+    Each triangle is tested only against the pixel centres in its bounding box, all triangles at once.
+    """
     w2c = np.linalg.inv(c2w)
     cam = vertices @ w2c[:3, :3].T + w2c[:3, 3]
     z = -cam[:, 2]
     if np.any(z <= 1e-9):
         raise ValueError("mesh crosses the camera plane; the rasteriser handles only meshes in front of the camera")
-    u = intr.fx * cam[:, 0] / z + intr.cx
-    v = -intr.fy * cam[:, 1] / z + intr.cy
-    tri = np.stack([u, v], -1)[faces]  # F 3 2
-    j, i = np.meshgrid(np.arange(intr.width) + 0.5, np.arange(intr.height) + 0.5, indexing="xy")
-    px = np.stack([j.ravel(), i.ravel()], -1)  # P 2
-    inside = np.zeros(len(px), dtype=bool)
-    for start in range(0, len(tri), chunk):
-        t = tri[start : start + chunk]
-        a, b, c = t[:, None, 0], t[:, None, 1], t[:, None, 2]  # T 1 2
-        p = px[None]
+    uv = np.stack([intr.fx * cam[:, 0] / z + intr.cx, -intr.fy * cam[:, 1] / z + intr.cy], -1)
+    tri = uv[faces]  # F 3 2, pixel (x, y) coordinates; pixel centres at +0.5
+    area = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 1, 1] - tri[:, 0, 1]) * (
+        tri[:, 2, 0] - tri[:, 0, 0]
+    )
+    tri = tri[np.abs(area) > 1e-12]
+    # pixel index ranges whose centres (k + 0.5) can lie inside each triangle's bounding box
+    lo = np.clip(np.ceil(tri.min(1) - 0.5), 0, [intr.width, intr.height]).astype(np.int64)
+    hi = np.clip(np.floor(tri.max(1) - 0.5), -1, [intr.width - 1, intr.height - 1]).astype(np.int64)
+    nx, ny = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    counts = nx * ny
+    owner = np.repeat(np.arange(len(tri)), counts)
+    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    px = lo[owner, 0] + local % np.maximum(nx[owner], 1)
+    py = lo[owner, 1] + local // np.maximum(nx[owner], 1)
+    p = np.stack([px + 0.5, py + 0.5], -1)
+    t = tri[owner]
 
-        def edge(p0, p1):
-            return (p1[..., 0] - p0[..., 0]) * (p[..., 1] - p0[..., 1]) - (p1[..., 1] - p0[..., 1]) * (p[..., 0] - p0[..., 0])
+    def edge(a, b):
+        return (b[:, 0] - a[:, 0]) * (p[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (p[:, 0] - a[:, 0])
 
-        e0, e1, e2 = edge(a, b), edge(b, c), edge(c, a)
-        hit = ((e0 >= 0) & (e1 >= 0) & (e2 >= 0)) | ((e0 <= 0) & (e1 <= 0) & (e2 <= 0))
-        area = np.abs((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
-        inside |= np.any(hit & (area > 1e-12), axis=0)
-    return inside.reshape(intr.height, intr.width)
+    e0, e1, e2 = edge(t[:, 0], t[:, 1]), edge(t[:, 1], t[:, 2]), edge(t[:, 2], t[:, 0])
+    inside = ((e0 >= 0) & (e1 >= 0) & (e2 >= 0)) | ((e0 <= 0) & (e1 <= 0) & (e2 <= 0))
+    out = np.zeros((intr.height, intr.width), dtype=bool)
+    out[py[inside], px[inside]] = True
+    return out
 
 
 def check_scene(scene_dir: Path, max_views: Optional[int] = None, silhouettes: bool = True) -> Dict:
