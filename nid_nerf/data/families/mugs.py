@@ -56,7 +56,10 @@ def build(p: Dict) -> ColoredMesh:
     zc = 0.5 * h
     half_height = major * p["handle_squash"] + minor
     outside = box([r_mid - wall, -2 * minor, zc - half_height - 0.01], [r_mid + major + 2 * minor, 2 * minor, zc + half_height + 0.01])
-    handle = trimesh.boolean.intersection([torus, outside], engine="manifold")
+    try:
+        handle = trimesh.boolean.intersection([torus, outside], engine="manifold")
+    except (ImportError, ValueError):  # no manifold3d: keep the faces of the torus outside the cup instead
+        handle = torus.slice_plane([r_mid - wall, 0.0, 0.0], [1.0, 0.0, 0.0], cap=True)
 
     body = p["body_color"]
     handle_color = body if p["handle_same_color"] else p["handle_color"]

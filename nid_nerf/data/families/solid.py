@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import warnings
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -37,7 +38,7 @@ def union_colored(solids: Sequence[ColoredSolid]) -> ColoredMesh:
     mesh all describe the same solid.
     """
     meshes = [m for m, _ in solids]
-    merged = trimesh.boolean.union(meshes, engine="manifold") if len(meshes) > 1 else meshes[0].copy()
+    merged = _union(meshes) if len(meshes) > 1 else meshes[0].copy()
     vertices = np.asarray(merged.vertices, dtype=np.float64)
     faces = np.asarray(merged.faces, dtype=np.int64)
     centroids = vertices[faces].mean(axis=1)
@@ -45,6 +46,25 @@ def union_colored(solids: Sequence[ColoredSolid]) -> ColoredMesh:
     owner = np.argmin(distances, axis=1)
     colors = np.asarray([c for _, c in solids], dtype=np.float64)[owner]
     return ColoredMesh(parts=[MeshPart(vertices, faces, face_colors=colors)], color_source="family")
+
+
+def _union(meshes: Sequence[trimesh.Trimesh]) -> trimesh.Trimesh:
+    try:
+        import manifold3d  # noqa: F401  (trimesh's boolean engine)
+    except ImportError:
+        global _WARNED
+        if not _WARNED:
+            warnings.warn(
+                "manifold3d is not installed: procedural shapes are left as overlapping parts (internal walls stay in "
+                "gt_mesh.ply); install it with: pip install manifold3d",
+                stacklevel=3,
+            )
+            _WARNED = True
+        return trimesh.util.concatenate(list(meshes))
+    return trimesh.boolean.union(list(meshes), engine="manifold")
+
+
+_WARNED = False
 
 
 def _unsigned_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
