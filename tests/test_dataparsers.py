@@ -96,7 +96,7 @@ def test_fps_greedy_property_and_spread():
     fps_spread = torch.pdist(points[picked]).min()
     random_spread = torch.stack([torch.pdist(points[torch.randperm(200, generator=gen)[:12]]).min() for _ in range(50)])
     assert fps_spread > random_spread.median()
-    assert farthest_point_sampling(points[:3], 10) == [0, 2, 1] or len(farthest_point_sampling(points[:3], 10)) == 3
+    assert sorted(farthest_point_sampling(points[:3], 10)) == [0, 1, 2]  # asking for more than there are: all of them
 
 
 def test_explicit_train_views(collection):

@@ -7,7 +7,7 @@ differ in intrinsics and resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple, Type
 
