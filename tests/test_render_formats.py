@@ -129,6 +129,9 @@ def test_existing_scenes_are_kept_and_overwrite_redoes(tmp_path):
     assert results["ball"].status == "exists" and stats["rendered"] == 0
     from dataclasses import replace
 
+    assert results["ball"].notes == []
+    results, _ = _render(meshes, tmp_path / "out", settings=replace(FAST, resolution=24))
+    assert results["ball"].status == "exists" and "resolution 32 -> 24" in results["ball"].notes[0]
     results, _ = _render(meshes, tmp_path / "out", settings=replace(FAST, overwrite=True))
     assert results["ball"].status == "rendered"
     assert not list((tmp_path / "out").glob(".tmp-*"))

@@ -181,7 +181,7 @@ def render_scene(job: SceneJob, settings: RenderSettings, output_dir: Path, nthr
     start, cpu_start = time.perf_counter(), time.process_time()
     final = Path(output_dir) / job.name
     if final.is_dir() and not settings.overwrite:
-        return SceneResult(job.name, "exists", reason="already rendered (pass --overwrite to redo)")
+        return SceneResult(job.name, "exists", reason="already rendered", notes=_settings_mismatch(final, settings))
     try:
         mesh, source, notes = build_mesh(job, settings)
     except MeshRejected as err:
@@ -218,6 +218,20 @@ def render_scene(job: SceneJob, settings: RenderSettings, output_dir: Path, nthr
         job.name, "rendered", views=views, seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start, color_source=mesh.color_source, faces=mesh.num_faces, notes=notes,
     )
+
+
+def _settings_mismatch(scene: Path, settings: RenderSettings) -> List[str]:
+    """A note when an existing scene was rendered with other settings (it is kept; --overwrite redoes it)."""
+    try:
+        old = json.loads((scene / "nid_scene.json").read_text()).get("settings", {})
+    except (OSError, ValueError):
+        return ["existing scene has no readable nid_scene.json; pass --overwrite to re-render it"]
+    new = json.loads(json.dumps(_settings_dict(settings)))
+    changed = sorted(k for k in new if old.get(k) != new[k])
+    if not changed:
+        return []
+    diffs = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in changed[:4])
+    return [f"kept the existing scene, rendered with other settings ({diffs}); pass --overwrite to re-render"]
 
 
 def _render_scene_safe(job: SceneJob, settings: RenderSettings, output_dir: str, nthreads: int) -> SceneResult:
