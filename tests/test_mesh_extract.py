@@ -84,8 +84,10 @@ def test_chunked_equals_unchunked_and_chunks_are_bounded():
     assert whole[11, 7, 5] == pytest.approx(float(sdf(torch.tensor([[x, y, z]]))), abs=1e-6)
 
 
-@pytest.mark.parametrize("resolution,block", [(37, 3), (64, 4), (65, 8), (50, 5)])
-def test_narrow_band_mesh_equals_dense_mesh(resolution, block):
+@pytest.mark.parametrize(
+    "resolution,block,min_lattice", [(37, 3, 32), (64, 4, 32), (65, 8, 32), (50, 5, 32), (129, 4, 32), (90, 3, 8)]
+)
+def test_narrow_band_mesh_equals_dense_mesh(resolution, block, min_lattice):
     sdf = union(sphere_sdf((0.1, -0.2, 0.05), 0.45), box_sdf((0.4, 0.4, 0.4), (0.3, 0.1, 0.2)))
     grid = make_grid([-1, -1, -1, 1, 1, 1.3], resolution)
     dense = evaluate_sdf_grid(sdf, grid, device="cpu", progress=False)
@@ -97,8 +99,10 @@ def test_narrow_band_mesh_equals_dense_mesh(resolution, block):
         return sdf(p)
 
     band = evaluate_sdf_grid_band(
-        counting, grid, block=block, chunk_points=4096, device="cpu", progress=False, stats=stats
+        counting, grid, block=block, chunk_points=4096, device="cpu", progress=False, stats=stats,
+        min_lattice=min_lattice,
     )
+    assert stats["levels"] == (1 if resolution <= 65 and min_lattice == 32 else 2 if resolution == 129 else 3)
     assert max(sizes) <= 4096
     assert sum(sizes) == stats["evaluated"] < stats["total"]  # each sample evaluated at most once
     assert np.array_equal(np.sign(dense), np.sign(band))  # same inside/outside everywhere

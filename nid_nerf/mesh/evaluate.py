@@ -8,9 +8,10 @@ Two strategies fill the same float32 volume [nz, ny, nx] (index order z, y, x):
   its corners straddle the isovalue or when the smallest |sdf - iso| at its corners is within
   ``lipschitz * half block diagonal``: for an SDF whose gradient norm stays below ``lipschitz`` no other block can
   contain the surface. Samples of the other blocks get the trilinear interpolation of the coarse lattice, which has
-  the corners' sign, so marching cubes finds no surface there. For a true SDF the mesh is therefore identical to the
-  dense one (tested), at a fraction of the network calls; a field whose SDF is steeper than ``lipschitz`` far from
-  the surface may lose small detached pieces, which the dense mode keeps.
+  the corners' sign, so marching cubes finds no surface there. The coarse lattice is evaluated the same way,
+  recursively, while it is large. For a true SDF the mesh is therefore identical to the dense one (tested), at a
+  fraction of the network calls; a field whose SDF is steeper than ``lipschitz`` far from the surface may lose
+  small detached pieces, which the dense mode keeps.
 
 The only large allocation is the output volume (4 bytes per sample; 512 MiB at 512^3).
 """
@@ -185,80 +186,114 @@ def evaluate_sdf_grid_band(
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = True,
     stats: Optional[dict] = None,
+    min_lattice: int = 32,
 ) -> np.ndarray:
     """Narrow-band evaluation (see the module docstring). Returns the float32 volume [nz, ny, nx].
 
+    The coarse lattice of block corners is itself a grid: when it has more than ``min_lattice`` samples along an
+    axis it is evaluated by the same narrow band, recursively (for a 512^3 grid: 512 -> 129 -> 33 samples).
+
     Args:
-        block: block edge in cells (>= 1; 1 evaluates every sample).
+        block: block edge in cells (>= 2).
         lipschitz: assumed bound on |grad sdf| used to decide which blocks may hold the surface.
-        stats: if given, filled with ``evaluated`` (network evaluations), ``total`` (grid samples) and
-            ``refined_blocks`` / ``blocks``.
+        stats: if given, filled with ``evaluated`` (network evaluations), ``total`` (grid samples),
+            ``refined_blocks`` / ``blocks`` (finest level) and ``levels``.
     """
     device = torch.device(device) if device is not None else default_device()
-    nx, ny, nz = grid.shape_xyz
-    block = max(1, int(block))
-    lat = [block_lattice(n, block) for n in (nx, ny, nz)]
-    axes = [torch.from_numpy(grid.axis(i)) for i in range(3)]
-    coarse_points = len(lat[0]) * len(lat[1]) * len(lat[2])
+    if int(block) < 2:
+        raise ValueError(f"block must be at least 2 cells, got {block}")
+    axes = [grid.axis(i) for i in range(3)]
     bar = tqdm(desc="SDF narrow band", unit="pt", unit_scale=True, disable=not progress, leave=False)
+    counts = {"evaluated": 0, "levels": 0}
     with torch.no_grad():
-        # 1. Coarse lattice of block corners.
-        zz, yy, xx = torch.meshgrid(axes[2][lat[2]], axes[1][lat[1]], axes[0][lat[0]], indexing="ij")
-        positions = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3).to(device)
-        coarse = _evaluate_points(sdf_fn, positions, chunk_points, bar).reshape(len(lat[2]), len(lat[1]), len(lat[0]))
-        del positions, xx, yy, zz
-        # 2. Blocks that may hold the surface.
-        half_diagonal = 0.5 * grid.voxel * block * math.sqrt(3.0)
-        refine = refine_mask(coarse, isovalue, half_diagonal, lipschitz)  # [bz by bx]
-        # 3. Fill every sample with the trilinear interpolation of the lattice, then evaluate refined samples.
-        volume = np.empty((nz, ny, nx), dtype=np.float32)
-        volume_planes = volume.reshape(nz, ny * nx)  # a view: one flat index per sample of a plane
-        wz, wy, wx = _interp_weights(nz, lat[2]), _interp_weights(ny, lat[1]), _interp_weights(nx, lat[0])
-        (own_x_lo, own_x_hi), (own_y_lo, own_y_hi), (own_z_lo, own_z_hi) = (
-            _owners(nx, lat[0]),
-            _owners(ny, lat[1]),
-            _owners(nz, lat[2]),
+        volume = _band(
+            sdf_fn, axes, float(isovalue), int(block), float(lipschitz), int(chunk_points), device, bar, counts,
+            int(min_lattice),
         )
-        fine_masks: dict = {}
-
-        def plane_mask(bz: int) -> np.ndarray:
-            """[ny nx] samples of plane-row bz's refined blocks (closed ranges, so shared faces count)."""
-            if bz not in fine_masks:
-                r = refine[bz]
-                fine_masks.clear()
-                fine_masks[bz] = (
-                    r[own_y_lo][:, own_x_lo] | r[own_y_lo][:, own_x_hi] | r[own_y_hi][:, own_x_lo] | r[own_y_hi][:, own_x_hi]
-                )
-            return fine_masks[bz]
-
-        batcher = _Batcher(sdf_fn, volume_planes, chunk_points, device, bar)
-        z = 0
-        while z < nz:
-            key = (own_z_lo[z], own_z_hi[z])
-            z_end = z + 1
-            while z_end < nz and (own_z_lo[z_end], own_z_hi[z_end]) == key:
-                z_end += 1
-            for zi in range(z, z_end):
-                lz, fz = wz[0][zi], wz[1][zi]
-                volume[zi] = _upsample_plane(coarse[lz] * (1.0 - fz) + coarse[lz + 1] * fz, wy, wx)
-            mask = plane_mask(key[0]) if key[0] == key[1] else plane_mask(key[0]) | plane_mask(key[1])
-            flat = np.flatnonzero(mask)
-            if len(flat):
-                xy = torch.stack([axes[0][flat % nx], axes[1][flat // nx]], dim=-1)  # [M 2]
-                per_piece = max(1, int(chunk_points) // len(flat))
-                for za, zb in _chunks(z_end - z, per_piece):
-                    pos = torch.empty((zb - za, len(flat), 3), dtype=torch.float32)
-                    pos[..., :2] = xy
-                    pos[..., 2] = axes[2][z + za : z + zb, None]
-                    batcher.add(z + za, z + zb, flat, pos.reshape(-1, 3))
-            z = z_end
-        batcher.flush()
     bar.close()
     if stats is not None:
-        stats.update(
-            evaluated=int(coarse_points + batcher.evaluated),
-            total=int(grid.num_points),
-            refined_blocks=int(refine.sum()),
-            blocks=int(refine.size),
-        )
+        stats.update(counts, total=int(grid.num_points))
+    return volume
+
+
+def _dense_on_axes(sdf_fn: SDFFn, axes: List[np.ndarray], chunk_points: int, device, bar) -> np.ndarray:
+    """[nz ny nx] SDF on the full product of three coordinate arrays (used for small coarse lattices)."""
+    zz, yy, xx = torch.meshgrid(*(torch.from_numpy(a) for a in axes[::-1]), indexing="ij")
+    positions = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3).to(device)
+    return _evaluate_points(sdf_fn, positions, chunk_points, bar).reshape(xx.shape)
+
+
+def _band(
+    sdf_fn: SDFFn,
+    axes_np: List[np.ndarray],
+    isovalue: float,
+    block: int,
+    lipschitz: float,
+    chunk_points: int,
+    device,
+    bar,
+    counts: dict,
+    min_lattice: int,
+) -> np.ndarray:
+    """Narrow band on the product grid of ``axes_np`` (x, y, z sample coordinates, uniform but for the last step)."""
+    nx, ny, nz = (len(a) for a in axes_np)
+    lat = [block_lattice(n, block) for n in (nx, ny, nz)]
+    lat_axes = [a[l] for a, l in zip(axes_np, lat)]
+    # 1. Coarse lattice of block corners: recursively by narrow band while it is large, else every point.
+    if max(len(l) for l in lat) > min_lattice:
+        coarse = _band(sdf_fn, lat_axes, isovalue, block, lipschitz, chunk_points, device, bar, counts, min_lattice)
+    else:
+        coarse = _dense_on_axes(sdf_fn, lat_axes, chunk_points, device, bar)
+        counts["evaluated"] += coarse.size
+    counts["levels"] += 1
+    # 2. Blocks that may hold the surface (largest block extent along each axis gives the half diagonal).
+    extent = [float(np.max(np.diff(a.astype(np.float64)))) for a in lat_axes]
+    half_diagonal = 0.5 * math.sqrt(sum(e * e for e in extent))
+    refine = refine_mask(coarse, isovalue, half_diagonal, lipschitz)  # [bz by bx]
+    counts["refined_blocks"], counts["blocks"] = int(refine.sum()), int(refine.size)
+    # 3. Fill every sample with the trilinear interpolation of the lattice, then evaluate refined samples.
+    axes = [torch.from_numpy(a) for a in axes_np]
+    volume = np.empty((nz, ny, nx), dtype=np.float32)
+    volume_planes = volume.reshape(nz, ny * nx)  # a view: one flat index per sample of a plane
+    wz, wy, wx = _interp_weights(nz, lat[2]), _interp_weights(ny, lat[1]), _interp_weights(nx, lat[0])
+    (own_x_lo, own_x_hi), (own_y_lo, own_y_hi), (own_z_lo, own_z_hi) = (
+        _owners(nx, lat[0]),
+        _owners(ny, lat[1]),
+        _owners(nz, lat[2]),
+    )
+    fine_masks: dict = {}
+
+    def plane_mask(bz: int) -> np.ndarray:
+        """[ny nx] samples of plane-row bz's refined blocks (closed ranges, so shared faces count)."""
+        if bz not in fine_masks:
+            r = refine[bz]
+            fine_masks.clear()
+            fine_masks[bz] = (
+                r[own_y_lo][:, own_x_lo] | r[own_y_lo][:, own_x_hi] | r[own_y_hi][:, own_x_lo] | r[own_y_hi][:, own_x_hi]
+            )
+        return fine_masks[bz]
+
+    batcher = _Batcher(sdf_fn, volume_planes, chunk_points, device, bar)
+    z = 0
+    while z < nz:
+        key = (own_z_lo[z], own_z_hi[z])
+        z_end = z + 1
+        while z_end < nz and (own_z_lo[z_end], own_z_hi[z_end]) == key:
+            z_end += 1
+        for zi in range(z, z_end):
+            lz, fz = wz[0][zi], wz[1][zi]
+            volume[zi] = _upsample_plane(coarse[lz] * (1.0 - fz) + coarse[lz + 1] * fz, wy, wx)
+        mask = plane_mask(key[0]) if key[0] == key[1] else plane_mask(key[0]) | plane_mask(key[1])
+        flat = np.flatnonzero(mask)
+        if len(flat):
+            xy = torch.stack([axes[0][flat % nx], axes[1][flat // nx]], dim=-1)  # [M 2]
+            per_piece = max(1, chunk_points // len(flat))
+            for za, zb in _chunks(z_end - z, per_piece):
+                pos = torch.empty((zb - za, len(flat), 3), dtype=torch.float32)
+                pos[..., :2] = xy
+                pos[..., 2] = axes[2][z + za : z + zb, None]
+                batcher.add(z + za, z + zb, flat, pos.reshape(-1, 3))
+        z = z_end
+    batcher.flush()
+    counts["evaluated"] += batcher.evaluated
     return volume
