@@ -128,7 +128,11 @@ class ExpertTables(nn.Module):
 
     def mix(self, expert_index: Int[Tensor, "k"], gate: Float[Tensor, "k"]) -> Float[Tensor, "LS F"]:
         """sum_i g_i T_i over the selected experts, flattened to [L * S, F]. Cost O(k L S F), not O(N)."""
-        chosen = self.tables.index_select(0, expert_index)
+        if expert_index.numel() == self.num_experts:  # dense gate: no copy of the selected tables
+            chosen = self.tables
+            gate = torch.zeros_like(gate).index_copy(0, expert_index, gate)
+        else:
+            chosen = self.tables.index_select(0, expert_index)
         mixed = torch.einsum("k,klsf->lsf", gate.to(chosen.dtype), chosen)
         return mixed.reshape(-1, self.spec.features_per_level)
 

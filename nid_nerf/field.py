@@ -14,7 +14,8 @@ K = 1 with the constant code 1 is a plain hash-grid SDF field (the from-scratch 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -75,12 +76,36 @@ class NIDField(nn.Module):
         self.gate = CodeGate(num_scenes, num_experts, top_k, learnable=learn_codes)
         pe_dim = 3 * (1 + 2 * pe_freqs)
         self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
+        self._mix_cache: Optional[Dict[int, Tensor]] = None
+        self.register_parameter("residual", None)  # per-scene refinement table, set when solving a scene
         self.color_head = ColorHead(geo_feat_dim, sh_levels**2, color_hidden)
 
     # ----------------------------------------------------------------------------------- tables
     def mixed_tables(self, scenes: Sequence[int]) -> Float[Tensor, "U LS F"]:
-        """One gated table per requested scene (the gate is applied once per step, not per sample)."""
-        return torch.stack([self.experts.mix(*self.gate(int(s))) for s in scenes])
+        """One gated table per requested scene (the gate is applied once per step, not per sample).
+
+        Inside ``with field.mixing_once():`` each scene's table is mixed once and reused by every lookup.
+        """
+        cache = self._mix_cache
+        if cache is not None:
+            missing = [int(s) for s in scenes if int(s) not in cache]
+            for s in missing:
+                cache[s] = self._mix_one(s)
+            return torch.stack([cache[int(s)] for s in scenes])
+        return torch.stack([self._mix_one(int(s)) for s in scenes])
+
+    def _mix_one(self, scene: int) -> Float[Tensor, "LS F"]:
+        table = self.experts.mix(*self.gate(scene))
+        return table if self.residual is None else table + self.residual
+
+    @contextmanager
+    def mixing_once(self) -> Iterator[None]:
+        """Mix each scene's table at most once inside the block (one training step or one render)."""
+        self._mix_cache = {}
+        try:
+            yield
+        finally:
+            self._mix_cache = None
 
     def _scene_slots(self, n: int, scene_index: SceneIndex, device) -> Tuple[list, Optional[Tensor]]:
         if scene_index is None:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn import Parameter
 from torchmetrics.functional import structural_similarity_index_measure
 
+from nid_nerf.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.encoding import HashGridSpec
 from nid_nerf.field import NIDField
 from nid_nerf.metrics import lpips_if_available, psnr
@@ -56,6 +57,18 @@ class NIDModelConfig(ModelConfig):
     """Steps with a dense gate and an L1 code penalty before switching to top-k."""
     code_l1_mult: float = 1e-3
     load_balance_mult: float = 1e-2
+    usage_log_interval: int = 250
+    """Steps between expert-usage histograms in tensorboard (K > 1)."""
+    dictionary_path: Optional[Path] = None
+    """A dictionary.pt from nid-dict: solve this scene's code against it, then refine."""
+    solve_steps: int = 300
+    """With a dictionary: steps during which only the code (and beta) are optimised."""
+    refine: bool = True
+    """With a dictionary: after the solve, learn a per-scene residual table on top of the gated experts."""
+    refine_penalty_mult: float = 1.0
+    """Weight of the mean squared residual table (keeps the refined field near the solved one)."""
+    code_prior_mult: float = 1e-3
+    """Weight of the Mahalanobis distance of the code to the dictionary's code distribution."""
     # --- hash grid (shared by all experts)
     num_levels: int = 8
     log2_table_size: int = 15
@@ -110,6 +123,11 @@ class NIDModel(Model):
         cfg = self.config
         metadata = self.kwargs.get("metadata") or {}
         self.num_scenes = int(metadata.get("num_scenes", 1))
+        dictionary = None
+        if cfg.dictionary_path is not None:
+            dictionary = load_dictionary(cfg.dictionary_path)
+            resolve_architecture(cfg, dictionary, cfg.dictionary_path)
+            cfg.learn_codes = True
         spec = HashGridSpec(cfg.num_levels, cfg.log2_table_size, cfg.features_per_level, cfg.base_resolution,
                             cfg.max_resolution)
         self.field = NIDField(
@@ -125,10 +143,40 @@ class NIDModel(Model):
             sphere_radius=cfg.sphere_radius,
         )
         self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
+        if dictionary is not None:
+            self._adopt_dictionary(dictionary)
         g = cfg.grid_resolution
         self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
         self._next_grid_scene = 0
         self._lpips_logged = False
+
+    # ------------------------------------------------------------------ dictionary
+    @property
+    def exports_dictionary(self) -> bool:
+        """nid-dict runs (learned codes, no dictionary loaded) write dictionary.pt with each checkpoint."""
+        return self.config.learn_codes and self.config.dictionary_path is None
+
+    def _adopt_dictionary(self, dictionary: Dict) -> None:
+        """Frozen experts and decoder from the dictionary; the code starts at the dictionary's mean code."""
+        field = self.field
+        with torch.no_grad():
+            field.experts.tables.copy_(dictionary["tables"])
+            field.geometry.load_state_dict(dictionary["geometry"])
+            field.color_head.load_state_dict(dictionary["color_head"])
+            self.log_beta.copy_(dictionary["log_beta"])
+            field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
+            field.gate.sparse.fill_(True)
+        self.register_buffer("code_mean", dictionary["code_mean"].clone())
+        self.register_buffer("code_precision", torch.linalg.inv(dictionary["code_cov"]))
+        for p in list(field.experts.parameters()) + list(field.geometry.parameters()) + list(
+            field.color_head.parameters()
+        ):
+            p.requires_grad_(False)
+        field.residual = nn.Parameter(torch.zeros_like(field.experts.expert(0)), requires_grad=False)
+
+    @property
+    def refining(self) -> bool:
+        return self.field.residual is not None and self.field.residual.requires_grad
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -164,7 +212,7 @@ class NIDModel(Model):
     # ------------------------------------------------------------------ nerfstudio API
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = {
-            "experts": [self.field.experts.tables],
+            "experts": [self.field.experts.tables] + ([self.field.residual] if self.field.residual is not None else []),
             "decoder": list(self.field.geometry.parameters()) + list(self.field.color_head.parameters()),
             "beta": [self.log_beta],
         }
@@ -188,9 +236,33 @@ class NIDModel(Model):
                     CONSOLE.log(f"nid: gate switched to top-{self.field.gate.top_k} at step {step}")
 
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], make_sparse))
+        if self.field.residual is not None and self.config.refine:
+            def start_refine(step: int) -> None:
+                if step >= self.config.solve_steps and not self.refining:
+                    self.field.residual.requires_grad_(True)
+                    CONSOLE.log(f"nid: code solved; refining with a residual table from step {step}")
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], start_refine))
+        if self.field.experts.num_experts > 1 and self.config.usage_log_interval > 0:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._log_usage,
+                                              update_every_num_iters=self.config.usage_log_interval))
         return callbacks
 
+    def _log_usage(self, step: int) -> None:
+        from nerfstudio.utils import writer
+
+        from nid_nerf.figures import usage_histogram
+
+        usage = self.field.gate.usage().cpu()
+        writer.put_image("expert_usage", usage_histogram(usage), step)
+        entropy = -(usage.clamp(min=1e-12) * usage.clamp(min=1e-12).log()).sum()
+        writer.put_scalar("expert_usage_perplexity", float(entropy.exp()), step)
+
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        with self.field.mixing_once():
+            return self._outputs(ray_bundle)
+
+    def _outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
         scene = self._scene_of_rays(ray_bundle)
@@ -335,7 +407,13 @@ class NIDModel(Model):
         if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
             alpha = image[..., 3:].to(outputs["accumulation"])
             losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
-        if cfg.learn_codes and self.training:
+        if self.training and self.field.residual is not None:
+            delta = self.field.gate.codes - self.code_mean
+            losses["code_prior_loss"] = cfg.code_prior_mult * torch.einsum(
+                "sk,kj,sj->s", delta, self.code_precision, delta).mean() / delta.shape[1]
+            if self.refining:
+                losses["refine_penalty"] = cfg.refine_penalty_mult * self.field.residual.pow(2).mean()
+        if cfg.learn_codes and self.training and self.field.residual is None:
             if not bool(self.field.gate.sparse) and cfg.code_l1_mult > 0:
                 losses["code_l1_loss"] = cfg.code_l1_mult * self.field.gate.l1()
             if cfg.load_balance_mult > 0 and self.field.gate.num_experts > 1:

@@ -64,6 +64,10 @@ class NIDTrainer(Trainer):
             },
             ckpt_path,
         )
+        if getattr(model.model, "exports_dictionary", False):
+            from nid_nerf.dictionary import export_dictionary
+
+            export_dictionary(model.model, self.base_dir / "dictionary.pt")
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("*.ckpt"):
                 if old != ckpt_path:

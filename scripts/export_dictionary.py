@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Export dictionary.pt from a nid-dict run (also written automatically with every checkpoint).
+
+    python scripts/export_dictionary.py --load-config outputs/.../nid-dict/<run>/config.yml [--output dict.pt]
+"""
+
+from nid_nerf.dictionary_cli import entrypoint
+
+if __name__ == "__main__":
+    entrypoint()

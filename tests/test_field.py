@@ -1,0 +1,164 @@
+"""The hash-grid experts, the mixed-table lookup, the gate and the analytic SDF gradient."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from nid_nerf.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
+from nid_nerf.field import NIDField
+from nid_nerf.gate import CodeGate, load_balance_loss, top_k_gate
+from nid_nerf.rendering import composite_weights, laplace_density, ray_aabb, sample_pdf
+
+SPEC = HashGridSpec(num_levels=4, log2_table_size=10, features_per_level=2, base_resolution=4, max_resolution=32)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_mixed_table_lookup_equals_weighted_sum_of_expert_lookups():
+    experts = ExpertTables(num_experts=8, spec=SPEC, init_scale=1.0)
+    x = torch.rand(500, 3)
+    idx, weights = corner_lookup(x, SPEC, with_grad=True)
+    expert_index = torch.tensor([1, 4, 6])
+    gate = torch.tensor([0.7, -0.2, 1.3])
+    mixed_z, mixed_dz = interpolate(experts.mix(expert_index, gate), idx, weights)
+    per_expert = [interpolate(experts.expert(int(i)), idx, weights) for i in expert_index]
+    sum_z = sum(g * z for g, (z, _) in zip(gate, per_expert))
+    sum_dz = sum(g * dz for g, (_, dz) in zip(gate, per_expert))
+    assert torch.allclose(mixed_z, sum_z, atol=1e-5)
+    assert torch.allclose(mixed_dz, sum_dz, atol=1e-4 * float(sum_dz.abs().max()))
+
+
+def test_dense_gate_mix_equals_explicit_sum():
+    experts = ExpertTables(num_experts=4, spec=SPEC, init_scale=1.0)
+    gate = torch.tensor([0.1, 0.2, -0.3, 0.4])
+    mixed = experts.mix(torch.arange(4), gate)
+    explicit = sum(g * experts.expert(i) for i, g in enumerate(gate))
+    assert torch.allclose(mixed, explicit, atol=1e-6)
+
+
+def _hand_trilinear(table, spec, p):
+    """Trilinear interpolation written out corner by corner, with the hash written out per level."""
+    out = []
+    for level, (res, dense) in enumerate(zip(spec.resolutions(), spec.dense_levels())):
+        pos = [min(max(float(c), 0.0), 1.0) * res for c in p]
+        base = [min(math.floor(c), res - 1) for c in pos]
+        frac = [c - b for c, b in zip(pos, base)]
+        acc = torch.zeros(spec.features_per_level)
+        for ox, oy, oz in itertools.product((0, 1), repeat=3):
+            gx, gy, gz = base[0] + ox, base[1] + oy, base[2] + oz
+            if dense:
+                index = gx + (res + 1) * gy + (res + 1) ** 2 * gz
+            else:
+                index = (gx * 1 ^ gy * 2654435761 ^ gz * 805459861) % spec.table_size
+            w = (frac[0] if ox else 1 - frac[0]) * (frac[1] if oy else 1 - frac[1]) * (frac[2] if oz else 1 - frac[2])
+            acc += w * table[level * spec.table_size + index]
+        out.append(acc)
+    return torch.cat(out)
+
+
+def test_torch_hash_lookup_matches_hand_computed_trilinear():
+    assert any(SPEC.dense_levels()) and not all(SPEC.dense_levels()), "test needs dense and hashed levels"
+    table = torch.randn(SPEC.num_levels * SPEC.table_size, SPEC.features_per_level)
+    points = torch.rand(20, 3)
+    points[0] = torch.tensor([0.0, 0.0, 0.0])
+    points[1] = torch.tensor([1.0, 1.0, 1.0])
+    idx, weights = corner_lookup(points, SPEC)
+    z, _ = interpolate(table, idx, weights)
+    for i, p in enumerate(points):
+        assert torch.allclose(z[i], _hand_trilinear(table, SPEC, p.tolist()), atol=1e-5)
+
+
+def test_lookup_jacobian_matches_finite_differences():
+    table = torch.randn(SPEC.num_levels * SPEC.table_size, SPEC.features_per_level, dtype=torch.float64)
+    x = torch.rand(50, 3, dtype=torch.float64) * 0.9 + 0.05
+    idx, weights = corner_lookup(x, SPEC, with_grad=True)
+    _, dz = interpolate(table, idx, weights)
+    eps = 1e-7
+    for d in range(3):
+        shift = torch.zeros(3, dtype=torch.float64)
+        shift[d] = eps
+        zp, _ = interpolate(table, *corner_lookup(x + shift, SPEC))
+        zm, _ = interpolate(table, *corner_lookup(x - shift, SPEC))
+        assert torch.allclose(dz[d], (zp - zm) / (2 * eps), atol=1e-4)
+
+
+def test_field_sdf_gradient_matches_autograd():
+    field = NIDField(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), SPEC, num_experts=2, top_k=2, num_scenes=1)
+    torch.nn.init.uniform_(field.experts.tables, -0.5, 0.5)
+    x = (torch.rand(64, 3) * 1.6 - 0.8).requires_grad_()
+    sdf, _, grad = field.geometry_forward(x, with_grad=True)
+    (autograd,) = torch.autograd.grad(sdf.sum(), x, retain_graph=True)
+    assert torch.allclose(grad, autograd, atol=1e-4, rtol=1e-3)
+    # and the analytic gradient is differentiable w.r.t. the tables (for the eikonal loss)
+    (grad.norm(dim=-1) - 1).pow(2).mean().backward()
+    assert field.experts.tables.grad is not None and field.experts.tables.grad.abs().sum() > 0
+
+
+def test_field_cost_per_sample_does_not_depend_on_k():
+    """The lookup touches one mixed table: outputs for k=1 and k=16 have the same shapes and graph size."""
+    aabb = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
+    x = torch.rand(256, 3) * 2 - 1
+    sizes = []
+    for k in (1, 16):
+        field = NIDField(aabb, SPEC, num_experts=16, top_k=k, num_scenes=1, learn_codes=True)
+        field.gate.sparse.fill_(True)
+        sdf, _, _ = field.geometry_forward(x, with_grad=False)
+        sizes.append(sdf.shape)
+    assert sizes[0] == sizes[1]
+
+
+def test_top_k_gate_keeps_largest_magnitudes():
+    code = torch.tensor([0.1, -2.0, 0.5, 1.5, -0.01])
+    index, values = top_k_gate(code, 2)
+    assert index.tolist() == [1, 3]
+    assert values.tolist() == [-2.0, 1.5]
+
+
+def test_code_gate_dense_then_sparse_and_balance():
+    gate = CodeGate(num_scenes=3, num_experts=6, top_k=2, learnable=True)
+    assert not bool(gate.sparse)
+    assert len(gate(0)[0]) == 6
+    gate.sparse.fill_(True)
+    assert len(gate(0)[0]) == 2
+    balanced = torch.ones(4, 6)
+    skewed = torch.zeros(4, 6)
+    skewed[:, 0] = 1.0
+    assert load_balance_loss(balanced, 6) < 1e-6 < load_balance_loss(skewed, 6)
+    assert torch.isclose(gate.usage().sum(), torch.tensor(1.0))
+
+
+def test_k1_fixed_code_is_a_plain_hash_grid():
+    field = NIDField(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), SPEC, num_experts=1, top_k=1, learn_codes=False)
+    assert not any(p is field.gate.codes for p in field.parameters())
+    assert torch.equal(field.mixed_tables([0])[0], field.experts.expert(0))
+
+
+def test_volsdf_rendering_of_a_plane():
+    """A ray through an SDF plane: weights sum to ~1 and peak at the crossing."""
+    t = torch.linspace(0, 2, 201)
+    edges = t[None]
+    mids = 0.5 * (t[1:] + t[:-1])[None]
+    sdf = 1.0 - mids  # surface at t = 1
+    w = composite_weights(laplace_density(sdf, torch.tensor(0.01)), edges[:, 1:] - edges[:, :-1])
+    assert abs(float(w.sum()) - 1.0) < 1e-3
+    assert abs(float(mids[0, w.argmax()]) - 1.0) < 0.02
+
+
+def test_ray_aabb_and_pdf_sampling():
+    origins = torch.tensor([[0.0, 0, -3], [5.0, 5, -3]])
+    dirs = torch.tensor([[0.0, 0, 1], [0.0, 0, 1]])
+    near, far, hit = ray_aabb(origins, dirs, torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    assert hit.tolist() == [True, False]
+    assert torch.allclose(near[0], torch.tensor(2.0)) and torch.allclose(far[0], torch.tensor(4.0))
+    edges = torch.linspace(0, 1, 11)[None]
+    weights = torch.zeros(1, 10)
+    weights[0, 7] = 1.0
+    samples = sample_pdf(edges, weights, 100, uniform_floor=0.1, deterministic=True)
+    inside = ((samples >= 0.7) & (samples <= 0.8)).float().mean()
+    assert 0.85 < float(inside) < 0.95  # 90% of the mass is in that bin, 10% spread uniformly
+    assert torch.all(samples[:, 1:] >= samples[:, :-1])
