@@ -126,6 +126,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     parser.add_argument("--load-config", type=Path, default=None, help="a trained nid-field config.yml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dense", action="store_true", help="also time dense evaluation (every grid sample)")
+    parser.add_argument("--dense-up-to", type=int, default=256, help="largest resolution timed densely (slow)")
     parser.add_argument("--output", type=Path, default=None, help="write the markdown here too")
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -133,15 +134,17 @@ def main(argv: Optional[List[str]] = None) -> str:
         print(json.dumps(child(json.loads(args.child))))
         return ""
 
+    def modes(resolution: int) -> List[str]:
+        return ["band", "dense"] if args.dense and resolution <= args.dense_up_to else ["band"]
+
     specs = []
-    modes = ["band", "dense"] if args.dense else ["band"]
     for resolution in args.resolutions:
-        for mode in modes:
+        for mode in modes(resolution):
             specs.append(dict(source="analytic", label="analytic sphere+torus", resolution=resolution, mode=mode,
                               colors=True, threads=args.threads))
     if args.load_config is not None:
         for resolution in args.resolutions:
-            for mode in modes:
+            for mode in modes(resolution):
                 specs.append(dict(source="checkpoint", label="nid-field checkpoint", config=str(args.load_config),
                                   resolution=resolution, mode=mode, colors=True, threads=args.threads))
     rows = []

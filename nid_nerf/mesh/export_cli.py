@@ -64,7 +64,11 @@ def _check_scene_index(model, scene_index: Optional[int], config_path: Path) -> 
     num_scenes = getattr(model, "num_scenes", None)
     if num_scenes is None:
         num_scenes = getattr(getattr(model, "field", None), "num_scenes", None)
-    if scene_index is None or num_scenes is None:
+    if num_scenes is None:
+        return
+    if scene_index is None:
+        if int(num_scenes) > 1:
+            CONSOLE.print(f"The model holds {int(num_scenes)} scenes; exporting scene 0 (pass --scene-index to choose)")
         return
     if not 0 <= scene_index < int(num_scenes):
         raise NIDInputError(
