@@ -185,3 +185,30 @@ def test_read_only_output_folder(nid_run, tmp_path):
 def test_scene_index_out_of_range(nid_run, tmp_path):
     with pytest.raises(NIDInputError, match="scene-index 3 is out of range"):
         export_mesh(ExportMesh(load_config=nid_run, output=tmp_path / "m.ply", scene_index=3))
+
+
+@pytest.mark.slow
+def test_nid_dict_scene_index(tmp_path):
+    """An untrained nid-dict checkpoint over a two-scene collection: each --scene-index exports its own scene."""
+    from nid_nerf.data.collection import RenderSettings, family_jobs, render_collection
+
+    torch.manual_seed(0)
+    settings = RenderSettings(views_train=4, views_test=1, resolution=16)
+    render_collection(family_jobs("vases", 2), tmp_path / "collection", settings, workers=1, progress=False)
+    config, config_path = _save_config("nid-dict", tmp_path, tmp_path / "collection", "dict")
+    pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
+    assert pipeline.model.num_scenes == 2
+    with torch.no_grad():  # make the two scenes' codes differ, so their surfaces differ
+        for p in pipeline.model.field.gate.parameters():
+            p.copy_(torch.randn_like(p))
+    ckpt_dir = config.get_checkpoint_dir()
+    ckpt_dir.mkdir(parents=True)
+    torch.save({"step": 0, "pipeline": pipeline.state_dict()}, ckpt_dir / "step-000000000.ckpt")
+    meshes = []
+    for index in (0, 1):
+        out = export_mesh(ExportMesh(load_config=config_path, output=tmp_path / f"s{index}.ply", resolution=32,
+                                     scene_index=index, colors=False))
+        meshes.append(trimesh.load(str(out), process=False))
+    assert not np.array_equal(meshes[0].vertices, meshes[1].vertices)
+    with pytest.raises(NIDInputError, match="scene-index 2 is out of range .* holds 2 scene"):
+        export_mesh(ExportMesh(load_config=config_path, output=tmp_path / "s2.ply", scene_index=2))
