@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Photograph the nerfstudio browser viewer on a trained checkpoint with Debian's headless Chromium.
 
-Starts ``ns-viewer --load-config CFG`` on a free port on 127.0.0.1, opens it in headless Chromium
+Starts ``ns-viewer --load-config CFG`` (or, with ``--train-data DIR``, ``ns-train nid-field --vis
+viewer+tensorboard`` on that scene) on a free port on 127.0.0.1, opens it in headless Chromium
 (fresh profile, no network, software WebGL), dollies the browser camera out to the training
 cameras' distance with mouse-wheel events, waits for the full-resolution render, saves the
 screenshot and checks that the 3D viewport holds a rendered scene (pixel spread), not an empty
 canvas. Exits 1 when the check fails. Nothing is downloaded.
 
     python scripts/viewer_screenshot.py --load-config outputs/demo/nid-field/TIME/config.yml --output docs/viewer.png
+    python scripts/viewer_screenshot.py --train-data data/demo/vases_0000 --output docs/viewer_training.png
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from nid_nerf.bench.viewer_check import capture_viewer
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--load-config", type=Path, required=True, help="config.yml written by ns-train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--load-config", type=Path, help="config.yml written by ns-train (runs ns-viewer on it)")
+    source.add_argument("--train-data", type=Path, help="scene folder: photograph `ns-train METHOD --vis "
+                        "viewer+tensorboard` on it while it trains")
+    parser.add_argument("--method", default="nid-field", help="ns-train method for --train-data")
+    parser.add_argument("--train-args", default="", help="further ns-train arguments for --train-data (one string)")
     parser.add_argument("--output", type=Path, default=Path("docs/viewer.png"), help="screenshot PNG")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each render stage")
     parser.add_argument("--camera-distance", type=float, default=None,
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     capture = capture_viewer(
         args.load_config,
         args.output,
+        train_data=args.train_data,
+        train_method=args.method,
+        train_args=shlex.split(args.train_args),
         camera_distance=args.camera_distance,
         window_size=tuple(args.window),
         max_res=args.max_res,

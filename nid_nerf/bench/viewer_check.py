@@ -1,7 +1,8 @@
 """Check that the nerfstudio browser viewer shows a trained scene: ns-viewer + headless Chromium.
 
-1. `ns-viewer --load-config CFG` is started on a free port on 127.0.0.1 (training camera frustums
-   hidden, so that nothing but the model's render can fill the viewport).
+1. `ns-viewer --load-config CFG` (or `ns-train METHOD --vis viewer+tensorboard` on a scene) is started
+   on a free port on 127.0.0.1, with the training camera frustums hidden, so that nothing but the
+   model's render can fill the viewport.
 2. Headless Chromium opens the viewer and waits for its first render.
 3. viser's default browser camera sits 0.52 scene units from the origin (inside most objects), so
    the camera is dollied out with mouse-wheel events, exactly as a user would, to the median
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,35 +53,44 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def ns_viewer_command() -> list[str]:
-    """`ns-viewer` of this Python environment."""
-    sibling = Path(sys.executable).parent / "ns-viewer"
-    return [str(sibling)] if sibling.exists() else ["ns-viewer"]
+def ns_script(name: str) -> str:
+    """A nerfstudio console script (`ns-viewer`, `ns-train`) of this Python environment."""
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.exists() else name
+
+
+def viewer_flags(port: int, show_train_cams: bool) -> list[str]:
+    """Serve on 127.0.0.1:port only; without training frustums only the render can fill the viewport."""
+    flags = ["--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"]
+    return flags if show_train_cams else flags + ["--viewer.max-num-display-images", "0"]
+
+
+def ns_viewer_command(config_path: Path, port: int, show_train_cams: bool = False,
+                      base: Optional[Sequence[str]] = None) -> list[str]:
+    """`ns-viewer --load-config CFG` on 127.0.0.1:port (`base` replaces the `ns-viewer` executable)."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise NIDInputError(f"config '{config_path}' does not exist; pass the config.yml that ns-train wrote")
+    return list(base or [ns_script("ns-viewer")]) + ["--load-config", str(config_path)] + viewer_flags(port, show_train_cams)
+
+
+def ns_train_command(method: str, data: Path, port: int, output_dir: Path, show_train_cams: bool = False,
+                     extra: Sequence[str] = ()) -> list[str]:
+    """`ns-train METHOD --vis viewer+tensorboard` on 127.0.0.1:port: the viewer of a running training job."""
+    if not Path(data).is_dir():
+        raise NIDInputError(f"data directory '{data}' does not exist; pass a scene folder with --train-data")
+    return [ns_script("ns-train"), method, "--data", str(data), "--vis", "viewer+tensorboard",
+            "--output-dir", str(output_dir), "--machine.device-type", "cpu", *viewer_flags(port, show_train_cams),
+            *extra]  # fmt: skip
 
 
 class ViewerProcess:
-    """`ns-viewer --load-config CFG` on 127.0.0.1:PORT, stopped on exit. Use as a context manager."""
+    """A process that serves the viewer on 127.0.0.1:port, stopped on exit. Use as a context manager."""
 
-    def __init__(
-        self,
-        config_path: Path,
-        port: Optional[int] = None,
-        command: Optional[Sequence[str]] = None,
-        show_train_cams: bool = False,
-        startup_timeout: float = 300.0,
-    ):
-        self.config_path = Path(config_path)
-        if not self.config_path.is_file():
-            raise NIDInputError(f"config '{self.config_path}' does not exist; pass the config.yml that ns-train wrote")
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.command = list(command or ns_viewer_command()) + [
-            "--load-config", str(self.config_path),
-            "--viewer.websocket-port", str(self.port),
-            "--viewer.websocket-host", "127.0.0.1",
-        ]  # fmt: skip
-        if not show_train_cams:
-            self.command += ["--viewer.max-num-display-images", "0"]
+    def __init__(self, command: Sequence[str], port: int, startup_timeout: float = 300.0):
+        self.command = list(command)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
         self.startup_timeout = startup_timeout
         self.log_path = Path(tempfile.mkstemp(prefix="nid-viewer-", suffix=".log")[1])
         self._process: Optional[subprocess.Popen] = None
@@ -90,7 +101,7 @@ class ViewerProcess:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"ns-viewer exited with code {self._process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.command[0]} exited with code {self._process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2) as response:
                     if response.status == 200:
@@ -99,10 +110,13 @@ class ViewerProcess:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"ns-viewer did not serve {self.url} within {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(f"no viewer at {self.url} within {self.startup_timeout:.0f} s:\n{self.log_tail()}")
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def log_tail(self, lines: int = 25) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -118,13 +132,19 @@ class ViewerProcess:
         self._process = None
 
 
-def training_camera_distance(config_path: Path) -> float:
-    """Median distance from the origin of the training cameras, in the model's (dataparser's) frame."""
+def load_config(config_path: Path):
+    """The TrainerConfig that ns-train saved as config.yml."""
     import yaml
     from nerfstudio.engine.trainer import TrainerConfig
 
     config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
-    assert isinstance(config, TrainerConfig), f"{config_path} is not a nerfstudio config"
+    if not isinstance(config, TrainerConfig):
+        raise NIDInputError(f"'{config_path}' is not a nerfstudio config.yml; pass the one ns-train wrote")
+    return config
+
+
+def training_camera_distance(config) -> float:
+    """Median distance from the origin of the training cameras, in the model's (dataparser's) frame."""
     datamanager = config.pipeline.datamanager
     if datamanager.data is not None:
         datamanager.dataparser.data = datamanager.data
@@ -213,9 +233,12 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 
 def capture_viewer(
-    config_path: Path,
+    config_path: Optional[Path],
     output: Path,
     *,
+    train_data: Optional[Path] = None,
+    train_method: str = "nid-field",
+    train_args: Sequence[str] = (),
     camera_distance: Optional[float] = None,
     window_size: tuple[int, int] = (1280, 800),
     max_res: int = 512,
@@ -225,25 +248,51 @@ def capture_viewer(
     show_train_cams: bool = False,
     progress: bool = True,
 ) -> ViewerCapture:
-    """Start ns-viewer on `config_path`, photograph it in headless Chromium, save the PNG to `output`.
+    """Photograph the viewer in headless Chromium, save the PNG to `output`, measure its viewport.
+
+    The viewer is `ns-viewer --load-config config_path`, or, with `train_data` (and no config), the
+    viewer of `ns-train train_method --data train_data --vis viewer+tensorboard` while it trains.
 
     Args:
         config_path: config.yml written by ns-train.
         output: where the screenshot goes (written atomically).
+        train_data: photograph a training job's viewer on this scene instead of a checkpoint's.
+        train_method: the method `ns-train` runs with `train_data`.
+        train_args: further `ns-train` arguments (e.g. ["--max-num-iterations", "3000"]).
         camera_distance: orbit radius in scene units; None: the training cameras' median distance.
         window_size: browser viewport (width, height).
         max_res: the viewer's "Max res" setting; a render this large is the final, static one.
-        timeout: seconds to wait for the final render after the camera stops (a slower render is
-            photographed as it stands when the time is up).
-        viewer_command: the ns-viewer command (default: this environment's ns-viewer).
+        timeout: seconds to wait for the first render, and for the final one once the camera stops
+            (a slower render is photographed as it stands when the time is up).
+        viewer_command: replaces the `ns-viewer` executable (checkpoint mode).
         chromium: Chromium binary (default: `chromium` on PATH).
         show_train_cams: draw the training camera frustums (they would also fill the viewport).
         progress: print one line per polled screenshot.
     """
     start = time.monotonic()
-    distance = camera_distance if camera_distance is not None else training_camera_distance(config_path)
+    port = free_port()
+    if config_path is None and train_data is None:
+        raise NIDInputError("nothing to show: pass --load-config CFG (a checkpoint) or --train-data DIR (a training job)")
+    scratch = Path(tempfile.mkdtemp(prefix="nid-viewer-run-"))  # the training job's outputs
+    try:
+        if config_path is not None:
+            command = ns_viewer_command(config_path, port, show_train_cams, base=viewer_command)
+            config = load_config(config_path)
+        else:
+            from nid_nerf.bench.method_config import make_trainer_config
+
+            command = ns_train_command(train_method, train_data, port, scratch, show_train_cams, train_args)
+            config = make_trainer_config(train_method, train_data, scratch)
+        distance = camera_distance if camera_distance is not None else training_camera_distance(config)
+        return _photograph(command, port, output, distance, window_size, max_res, timeout, chromium, progress, start)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _photograph(command, port, output, distance, window_size, max_res, timeout, chromium, progress, start) -> ViewerCapture:
+    """Steps 2-4 of the module docstring for the viewer that `command` serves on `port`."""
     frames: list[tuple[float, str, float]] = []
-    with ViewerProcess(config_path, command=viewer_command, show_train_cams=show_train_cams) as viewer:
+    with ViewerProcess(command, port) as viewer:
         with HeadlessChromium(chromium, window_size=window_size) as browser:
             browser.navigate(viewer.url)
             opened = time.monotonic()
@@ -260,6 +309,8 @@ def capture_viewer(
                 image, resolution, rect = poll()
                 if rect is not None and resolution[0] > 0:
                     break
+                if not viewer.running():
+                    raise RuntimeError(f"the viewer process ended before its first render:\n{viewer.log_tail()}")
                 if time.monotonic() > first_deadline:
                     raise TimeoutError(
                         f"the viewer at {viewer.url} sent no render within {timeout:.0f} s:\n{viewer.log_tail()}"
@@ -274,6 +325,8 @@ def capture_viewer(
             previous = None
             while True:
                 time.sleep(1.0)
+                if not viewer.running():
+                    raise RuntimeError(f"the viewer process ended while being photographed:\n{viewer.log_tail()}")
                 image, resolution, rect = poll()
                 left, top, width, height = (int(round(v)) for v in rect)
                 viewport = image[top : top + height, left : left + width]
