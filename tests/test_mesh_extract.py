@@ -63,7 +63,7 @@ def test_off_centre_box_in_non_cubic_bbox():
 
 def test_chunked_equals_unchunked_and_chunks_are_bounded():
     sdf = union(sphere_sdf((0.1, -0.2, 0.05), 0.45), box_sdf((0.4, 0.4, 0.4), (0.3, 0.1, 0.2)))
-    grid = make_grid([-1, -1, -1, 1, 1, 1.3], 48)
+    grid = make_grid([-1, -1, -1, 1, 1, 1.3], 24)
     sizes = []
 
     def counting(p):
@@ -71,8 +71,8 @@ def test_chunked_equals_unchunked_and_chunks_are_bounded():
         return sdf(p)
 
     whole = evaluate_sdf_grid(sdf, grid, chunk_points=10**9, device="cpu", progress=False)
-    per_planes = evaluate_sdf_grid(counting, grid, chunk_points=5000, device="cpu", progress=False)
-    assert max(sizes) <= 5000 and len(sizes) > 1
+    per_planes = evaluate_sdf_grid(counting, grid, chunk_points=1500, device="cpu", progress=False)
+    assert max(sizes) <= 1500 and len(sizes) > 1
     sizes.clear()
     per_rows = evaluate_sdf_grid(counting, grid, chunk_points=100, device="cpu", progress=False)  # < one plane
     assert max(sizes) <= 100

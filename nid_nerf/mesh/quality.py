@@ -85,7 +85,7 @@ def run_quality(args: QualityRun) -> dict:
     bin_dir = Path(sys.executable).parent
     train_cmd = [
         str(bin_dir / "ns-train"), "nid-field", "--data", str(scene), "--max-num-iterations", str(args.steps),
-        "--steps-per-save", str(args.steps), "--vis", "tensorboard", "--output-dir", str(work / "outputs"),
+        "--steps-per-save", str(min(args.steps, 250)), "--vis", "tensorboard", "--output-dir", str(work / "outputs"),
         "--timestamp", "quality", "--machine.device-type", args.device_type,
     ]
     config = work / "outputs" / name / "nid-field" / "quality" / "config.yml"
