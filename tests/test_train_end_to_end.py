@@ -1,0 +1,124 @@
+"""End to end through the real command line: ns-train nid-field / nid-dict, checkpoints, resume, ns-eval.
+
+Tiny scenes (32 px) and a few dozen steps, so the whole file runs in a few minutes on 2 CPU cores.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+FAST = [
+    "--vis", "tensorboard",
+    "--machine.device-type", "cpu",
+    "--viewer.quit-on-train-completion", "True",
+    "--pipeline.model.grid-resolution", "24",
+    "--pipeline.model.num-fine-samples", "16",
+    "--pipeline.model.eval-num-fine-samples", "12",
+    "--pipeline.model.log2-table-size", "12",
+    "--pipeline.datamanager.train-num-rays-per-batch", "256",
+    "--experiment-name", "e",
+    "--timestamp", "t",
+]
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env,
+                          timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    out = tmp_path_factory.mktemp("collection")
+    result = run(["nid-render-collection", "--family", "vases", "--count", "3", "--resolution", "32",
+                  "--views-train", "12", "--views-test", "3", "--output", out, "--quiet", "--workers", "1"])
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def field_run(collection, tmp_path_factory):
+    out = tmp_path_factory.mktemp("field")
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0000", "--output-dir", out,
+                  "--max-num-iterations", "30", "--steps-per-save", "30", "--steps-per-eval-batch", "15",
+                  "--steps-per-eval-image", "15", "--steps-per-eval-all-images", "1000", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "e" / "nid-field" / "t"
+
+
+def test_nid_field_trains_and_writes_a_weights_only_checkpoint(field_run):
+    ckpts = sorted((field_run / "nerfstudio_models").glob("*.ckpt"))
+    assert [c.name for c in ckpts] == ["step-000000029.ckpt"]
+    assert not list((field_run / "nerfstudio_models").glob(".*tmp")), "no half-written checkpoint left behind"
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)  # what ns-eval / ns-viewer do
+    assert state["step"] == 29
+    assert any(k.endswith("field.experts.tables") for k in state["pipeline"])
+
+
+def test_ns_eval_reports_metrics(field_run, tmp_path):
+    out = tmp_path / "eval.json"
+    result = run(["ns-eval", "--load-config", field_run / "config.yml", "--output-path", out])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(out.read_text())["results"]
+    assert 8.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
+
+
+def test_resume_with_load_dir(field_run, collection, tmp_path):
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0000", "--output-dir", tmp_path,
+                  "--load-dir", field_run / "nerfstudio_models", "--max-num-iterations", "40",
+                  "--steps-per-save", "40", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    # nerfstudio counts --max-num-iterations from the loaded step (29): steps 30..69 run
+    assert "step-000000069.ckpt" in [p.name for p in (tmp_path / "e" / "nid-field" / "t" / "nerfstudio_models").glob("*")]
+
+
+def test_unwritable_output_dir_is_one_line(collection, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0000", "--output-dir", blocker / "sub",
+                  "--max-num-iterations", "1", *FAST])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("nid-nerf error:")]
+    assert len(lines) == 1 and "cannot write to output folder" in lines[0] and "--output-dir" in lines[0]
+
+
+def test_dictionary_pretrain_then_solve(collection, tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    for name in ("vases_0000", "vases_0001"):
+        shutil.copytree(collection / name, train / name)
+    dict_args = ["--pipeline.model.num-experts", "4", "--pipeline.model.top-k", "2",
+                 "--pipeline.model.dense-warmup-steps", "10", "--pipeline.model.usage-log-interval", "10"]
+    result = run(["ns-train", "nid-dict", "--data", train, "--output-dir", tmp_path / "dict",
+                  "--max-num-iterations", "20", "--steps-per-save", "20", *dict_args, *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    dictionary = tmp_path / "dict" / "e" / "nid-dict" / "t" / "dictionary.pt"
+    payload = torch.load(dictionary, weights_only=True)
+    assert payload["tables"].shape[0] == 4 and payload["codes"].shape == (2, 4)
+    assert payload["code_cov"].shape == (4, 4)
+
+    # solve a held-out scene against it: 10 solve steps, then refine
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "solve",
+                  "--pipeline.model.dictionary-path", dictionary, "--pipeline.model.solve-steps", "10",
+                  "--max-num-iterations", "20", "--steps-per-save", "20", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(next((tmp_path / "solve").rglob("*.ckpt")), weights_only=True)["pipeline"]
+    tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
+    assert torch.equal(tables, payload["tables"]), "the dictionary stays frozen while solving"
+    residual = next(v for k, v in state.items() if k.endswith("field.residual"))
+    assert residual.abs().sum() > 0, "the refine stage trained the residual table"
+
+    # a dictionary whose architecture disagrees with explicit options fails with one line
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "bad",
+                  "--pipeline.model.dictionary-path", dictionary, "--pipeline.model.num-experts", "8",
+                  "--max-num-iterations", "1", *FAST])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "num_experts=8 (dictionary has 4)" in result.stderr
