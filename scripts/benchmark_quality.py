@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""PSNR / SSIM of nid-field on held-out views after fixed step budgets.
+
+Scenes: the built-in demo scene (procedural vase) and meshes from ../shared/data/meshes/classic, rendered
+with nid-render-collection (50 train + 10 test views at 64 px by default). Every test view is scored with
+the model's own eval path (the one ns-eval uses), on a white background.
+
+    python scripts/benchmark_quality.py --budgets 250 1000 --output docs/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIC = ROOT.parent / "shared" / "data" / "meshes" / "classic"
+
+
+def render_scenes(work: Path, classic: list[str], resolution: int) -> dict[str, Path]:
+    bin_dir = Path(sys.executable).parent
+    scenes = {}
+    demo = work / "demo"
+    if not (demo / "vases_0000" / "transforms.json").exists():
+        subprocess.run([bin_dir / "nid-render-collection", "--family", "vases", "--count", "1", "--seed", "0",
+                        "--resolution", str(resolution), "--views-train", "50", "--views-test", "10",
+                        "--output", demo, "--quiet"], check=True)
+    scenes["demo vase (built-in)"] = demo / "vases_0000"
+    if classic:
+        if not CLASSIC.is_dir():
+            print(f"skipping classic meshes: {CLASSIC} not found")
+        else:
+            meshes = work / "classic_meshes"
+            meshes.mkdir(parents=True, exist_ok=True)
+            for name in classic:
+                target = meshes / f"{name}.obj"
+                if not target.exists():
+                    target.symlink_to(CLASSIC / f"{name}.obj")
+            out = work / "classic"
+            subprocess.run([bin_dir / "nid-render-collection", "--meshes", meshes, "--resolution", str(resolution),
+                            "--views-train", "50", "--views-test", "10", "--output", out, "--quiet"], check=True)
+            for name in classic:
+                scenes[f"{name} (classic)"] = out / name
+    return scenes
+
+
+def evaluate_all(pipeline) -> dict[str, float]:
+    pipeline.eval()
+    dataset = pipeline.datamanager.eval_dataset
+    psnrs, ssims = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            outputs = pipeline.model.get_outputs_for_camera(dataset.cameras[i : i + 1].to(pipeline.device))
+            metrics, _ = pipeline.model.get_image_metrics_and_images(outputs, dataset[i])
+            psnrs.append(metrics["psnr"])
+            ssims.append(metrics["ssim"])
+    pipeline.train()
+    return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims), "views": len(psnrs)}
+
+
+def main() -> None:
+    from tqdm import tqdm
+
+    from nid_nerf.bench.harness import setup_trainer, train_step
+    from nid_nerf.bench.method_config import make_trainer_config
+    from nid_nerf.bench.report import write_atomic
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[250, 1000])
+    parser.add_argument("--classic", nargs="*", default=["spot", "bunny"])
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--work", type=Path, default=ROOT / "data" / "quality")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "quality.md")
+    args = parser.parse_args()
+    names = {"bunny": "stanford-bunny"}
+    scenes = render_scenes(args.work, [names.get(n, n) for n in args.classic], args.resolution)
+    rows = []
+    for label, scene in scenes.items():
+        config = make_trainer_config("nid-field", scene, args.work / "runs", max_num_iterations=max(args.budgets))
+        trainer = setup_trainer(config)
+        seconds, step = 0.0, 0
+        for budget in sorted(args.budgets):
+            for step in tqdm(range(step, budget), desc=f"{label} -> {budget} steps", leave=False):
+                seconds += train_step(trainer, step)
+            step = budget
+            metrics = evaluate_all(trainer.pipeline)
+            rows.append((label, budget, metrics["psnr"], metrics["ssim"], metrics["views"], seconds))
+            print(f"{label:28s} {budget:5d} steps  PSNR {metrics['psnr']:.2f}  SSIM {metrics['ssim']:.3f}  "
+                  f"({seconds:.0f} s training)", flush=True)
+    lines = [
+        "| scene | steps | PSNR (dB) | SSIM | test views | training s |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.3f} | {r[4]} | {r[5]:.0f} |" for r in rows],
+    ]
+    command = "python scripts/benchmark_quality.py " + " ".join(sys.argv[1:])
+    text = (f"# nid-field quality after fixed step budgets\n\nCommand: `{command}`  \nDate: "
+            f"{time.strftime('%Y-%m-%d')}; {args.resolution} px, 50 train / 10 test views, 1024 rays per step, "
+            "white background, all test views.\n\n" + "\n".join(lines) + "\n")
+    write_atomic(args.output, text)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
