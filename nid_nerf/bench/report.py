@@ -94,6 +94,10 @@ def markdown_report(
         "method with long iterations is scored up to one iteration after the mark (in its favour).",
         "- Render speed: rays per second of one `model.get_outputs_for_camera(camera)` call on an eval image "
         "(median over the eval images at the last evaluation), the call the viewer and `ns-eval` make.",
+        "- Native eval: the method's own `pipeline.get_eval_image_metrics_and_images` on one eval image (the path of "
+        "`ns-train`'s eval and `ns-eval`), on the background that method itself uses; nerfacto with "
+        "`--pipeline.model.background-color random` scores on black there, so its native PSNR is not comparable with "
+        "the white-background columns.",
         "",
         "| method | `ns-train` flags | iterations | s / iteration (median) | s / iteration (mean) | "
         + " | ".join(f"PSNR @ {m:.0f} s" for m in marks)
@@ -120,6 +124,13 @@ def markdown_report(
             f"{load[0]:.1f}, {load[1]:.1f} |"
         )
     lines.append("")
+    busiest = max((max(pair) for pair in loads.values()), default=0.0)
+    if busiest > (os.cpu_count() or 1):
+        lines += [
+            f"Other work shared the machine during this run (load average up to {busiest:.1f} on {os.cpu_count()} "
+            "cores): absolute times are inflated; compare the methods within the run.",
+            "",
+        ]
     by_name = {r.method: r for r in results}
     if ours in by_name:
         lines += ["## Targets of issue #2", ""]
