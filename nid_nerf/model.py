@@ -94,8 +94,10 @@ class NIDModelConfig(ModelConfig):
     """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
     uniform_floor: float = 0.1
     """Share of the importance-sampling pdf spread uniformly along the ray."""
-    grid_resolution: int = 64
+    grid_resolution: int = 48
+    """Resolution of the cached SDF grid that guides sampling."""
     grid_update_interval: int = 16
+    """Steps over which each scene's cached grid is refreshed, one z-slab per step."""
     beta_init: float = 0.1
     beta_min: float = 1e-3
     background_color: Literal["random", "white", "black"] = "random"
@@ -147,7 +149,6 @@ class NIDModel(Model):
             self._adopt_dictionary(dictionary)
         g = cfg.grid_resolution
         self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
-        self._next_grid_scene = 0
         self._lpips_logged = False
 
     # ------------------------------------------------------------------ dictionary
@@ -195,13 +196,16 @@ class NIDModel(Model):
         return (radius - self.config.sphere_radius * (hi - lo).min() / 2).view(g, g, g)
 
     @torch.no_grad()
-    def update_coarse_grid(self, scene: int, chunk: int = 65536) -> None:
-        """Re-evaluate the cached SDF grid of one scene from the current field."""
+    def update_coarse_grid(self, scene: int, part: int = 0, num_parts: int = 1, chunk: int = 65536) -> None:
+        """Re-evaluate z-slab ``part`` of ``num_parts`` of one scene's cached SDF grid from the current field."""
         g = self.config.grid_resolution
+        z0, z1 = part * g // num_parts, (part + 1) * g // num_parts
+        if z1 <= z0:
+            return
         lo, hi = self.field.aabb
-        pts = lo + self._grid_points01(g) * (hi - lo)
+        pts = lo + self._grid_points01(g).view(g, g * g, 3)[z0:z1].reshape(-1, 3) * (hi - lo)
         values = torch.cat([self.field.sdf(p, scene).view(-1) for p in pts.split(chunk)])
-        self.coarse_sdf[scene] = values.view(g, g, g)
+        self.coarse_sdf[scene, z0:z1] = values.view(z1 - z0, g, g)
 
     def _scene_of_rays(self, ray_bundle: RayBundle) -> Optional[Tensor]:
         meta = ray_bundle.metadata or {}
@@ -222,13 +226,13 @@ class NIDModel(Model):
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         def refresh_grid(step: int) -> None:
-            self.update_coarse_grid(self._next_grid_scene)
-            self._next_grid_scene = (self._next_grid_scene + 1) % self.num_scenes
+            # one z-slab per step: each scene's grid is fully refreshed every grid_update_interval * num_scenes
+            # steps, at an even cost per step instead of a spike
+            parts = max(1, self.config.grid_update_interval)
+            tick = step % (parts * self.num_scenes)
+            self.update_coarse_grid(tick // parts, tick % parts, parts)
 
-        callbacks = [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid,
-                             update_every_num_iters=max(1, self.config.grid_update_interval // self.num_scenes))
-        ]
+        callbacks = [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid)]
         if self.config.learn_codes and not bool(self.field.gate.sparse):
             def make_sparse(step: int) -> None:
                 if step >= self.config.dense_warmup_steps and not bool(self.field.gate.sparse):

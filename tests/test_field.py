@@ -162,3 +162,22 @@ def test_ray_aabb_and_pdf_sampling():
     inside = ((samples >= 0.7) & (samples <= 0.8)).float().mean()
     assert 0.85 < float(inside) < 0.95  # 90% of the mass is in that bin, 10% spread uniformly
     assert torch.all(samples[:, 1:] >= samples[:, :-1])
+
+
+def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nid_nerf.model import NIDModelConfig
+
+    config = NIDModelConfig(grid_resolution=12, log2_table_size=10, num_levels=4, max_resolution=32)
+    model = config.setup(scene_box=SceneBox(torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1)
+    torch.nn.init.uniform_(model.field.experts.tables, -0.5, 0.5)
+    for part in range(5):
+        model.update_coarse_grid(0, part, 5)
+    by_slabs = model.coarse_sdf[0].clone()
+    model.coarse_sdf.zero_()
+    model.update_coarse_grid(0)
+    assert torch.allclose(by_slabs, model.coarse_sdf[0])
+    g = torch.linspace(-1, 1, 12)
+    corner = torch.tensor([[g[3], g[5], g[7]]])  # x, y, z -> grid[z, y, x]
+    assert torch.allclose(model.coarse_sdf[0, 7, 5, 3], model.field.sdf(corner)[0, 0], atol=1e-5)
