@@ -88,7 +88,7 @@ class NIDModelConfig(ModelConfig):
     """Uniform samples per ray looked up in the cached SDF grid (cheap)."""
     num_fine_samples: int = 32
     """Importance samples per ray evaluated by the field during training."""
-    eval_num_fine_samples: int = 24
+    eval_num_fine_samples: int = 12
     """Importance samples per ray at eval / viewer time."""
     eval_skip_threshold: float = 1e-3
     """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
