@@ -65,6 +65,7 @@ class NIDField(nn.Module):
         pe_freqs: int = 2,
         sh_levels: int = 4,
         sphere_radius: float = 0.5,
+        implementation: str = "torch",
     ) -> None:
         super().__init__()
         self.register_buffer("aabb", aabb.clone().float())
@@ -78,7 +79,12 @@ class NIDField(nn.Module):
         self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
         self._mix_cache: Optional[Dict[int, Tensor]] = None
         self.register_parameter("residual", None)  # per-scene refinement table, set when solving a scene
-        self.color_head = ColorHead(geo_feat_dim, sh_levels**2, color_hidden)
+        if implementation == "tcnn":
+            from nid_nerf.tcnn_backend import TcnnColorHead
+
+            self.color_head: nn.Module = TcnnColorHead(geo_feat_dim, sh_levels**2, color_hidden)
+        else:
+            self.color_head = ColorHead(geo_feat_dim, sh_levels**2, color_hidden)
 
     # ----------------------------------------------------------------------------------- tables
     def mixed_tables(self, scenes: Sequence[int]) -> Float[Tensor, "U LS F"]:

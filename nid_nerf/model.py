@@ -29,6 +29,7 @@ from nid_nerf.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.encoding import HashGridSpec
 from nid_nerf.field import NIDField
 from nid_nerf.metrics import lpips_if_available, psnr
+from nid_nerf.tcnn_backend import resolve_implementation
 from nid_nerf.rendering import (
     grid_lookup,
     ray_aabb,
@@ -81,6 +82,8 @@ class NIDModelConfig(ModelConfig):
     geo_feat_dim: int = 15
     color_hidden_dim: int = 64
     color_num_layers: int = 2
+    implementation: Literal["auto", "torch", "tcnn"] = "auto"
+    """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
     sphere_radius: float = 0.5
     """Initial SDF is a sphere of this radius, as a fraction of the half-extent of the scene box."""
     # --- rendering
@@ -143,6 +146,7 @@ class NIDModel(Model):
             geo_feat_dim=cfg.geo_feat_dim,
             color_hidden=(cfg.color_hidden_dim,) * cfg.color_num_layers,
             sphere_radius=cfg.sphere_radius,
+            implementation=resolve_implementation(cfg.implementation),
         )
         self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
         if dictionary is not None:

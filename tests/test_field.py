@@ -181,3 +181,17 @@ def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
     g = torch.linspace(-1, 1, 12)
     corner = torch.tensor([[g[3], g[5], g[7]]])  # x, y, z -> grid[z, y, x]
     assert torch.allclose(model.coarse_sdf[0, 7, 5, 3], model.field.sdf(corner)[0, 0], atol=1e-5)
+
+
+def test_implementation_choice_without_tinycudann(monkeypatch):
+    from nid_nerf import tcnn_backend
+    from nid_nerf.errors import NIDInputError
+
+    monkeypatch.setattr(tcnn_backend, "tcnn_available", lambda: False)
+    assert tcnn_backend.resolve_implementation("auto") == "torch"
+    assert tcnn_backend.resolve_implementation("torch") == "torch"
+    with pytest.raises(NIDInputError, match="needs tinycudann"):
+        tcnn_backend.resolve_implementation("tcnn")
+    monkeypatch.setattr(tcnn_backend, "tcnn_available", lambda: True)
+    assert tcnn_backend.resolve_implementation("auto") == "tcnn"
+    assert tcnn_backend.resolve_implementation("torch") == "torch"
