@@ -22,7 +22,7 @@ def optimizers(max_steps: int, lr_experts: float = 1e-2, lr_decoder: float = 5e-
     return {
         "experts": adam(lr_experts, 1 / 30),
         "decoder": adam(lr_decoder, 1 / 10),
-        "beta": adam(1e-3, 1.0),
+        "beta": adam(1e-2, 1.0),  # log-beta: sharpens the surface within a few hundred steps
         "codes": adam(lr_codes, 1 / 10),
     }
 
