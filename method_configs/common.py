@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Dict
 
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 
+from nid_nerf.datamanager import NIDDataManagerConfig
+from nid_nerf.model import NIDModelConfig
+from nid_nerf.pipeline import NIDPipelineConfig
 from nid_nerf.schedulers import LogDecaySchedulerConfig
+from nid_nerf.trainer import NIDTrainerConfig
 
 
 def optimizers(max_steps: int, lr_experts: float = 1e-2, lr_decoder: float = 5e-3, lr_codes: float = 1e-2) -> Dict:
@@ -27,10 +31,25 @@ def optimizers(max_steps: int, lr_experts: float = 1e-2, lr_decoder: float = 5e-
     }
 
 
-def datamanager(dataparser, rays: int = 1024) -> VanillaDataManagerConfig:
-    """The NID datamanager (residual sampler) when present, else nerfstudio's vanilla one."""
-    try:
-        from nid_nerf.datamanager import NIDDataManagerConfig
-    except ImportError:  # pragma: no cover - during development only
-        NIDDataManagerConfig = VanillaDataManagerConfig
-    return NIDDataManagerConfig(dataparser=dataparser, train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays)
+def trainer_config(
+    method_name: str, max_steps: int, dataparser, model: NIDModelConfig, rays: int, eval_every: int
+) -> NIDTrainerConfig:
+    """The ns-train config of a NID method: CPU-friendly eval cadence, atomic checkpoints, residual sampler."""
+    return NIDTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=eval_every,
+        steps_per_eval_image=5 * eval_every,
+        steps_per_eval_all_images=max_steps,
+        steps_per_save=5 * eval_every,
+        max_num_iterations=max_steps,
+        mixed_precision=False,
+        pipeline=NIDPipelineConfig(
+            datamanager=NIDDataManagerConfig(
+                dataparser=dataparser, train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays
+            ),
+            model=model,
+        ),
+        optimizers=optimizers(max_steps),
+        viewer=ViewerConfig(num_rays_per_chunk=16384),
+        vis="viewer",
+    )
