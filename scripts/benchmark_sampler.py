@@ -575,6 +575,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--figure-variant", default="residual")
     parser.add_argument("--figure-image", type=int, default=0)
     parser.add_argument("--figure-steps", type=int, nargs="+", default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs of an interrupted invocation with the same settings")
     parser.add_argument("--figure-history", type=int, default=50, help="batches of picks each figure column shows")
     args = parser.parse_args(argv)
     from nid_nerf.errors import install_excepthook
@@ -597,14 +599,24 @@ def main(argv: Optional[List[str]] = None) -> None:
                                         args.views_test, args.seed)
     results: List[RunResult] = []
     json_path = args.json or (args.work_dir / f"{args.output.stem}.json")
+    settings = {k: str(getattr(args, k)) for k in ("steps", "eval_every", "eval_images", "resolution", "views_train",
+                                                   "views_test", "seed")}
+    done = load_finished_runs(json_path, settings) if args.resume else {}
     for scene in labels.values():
         for name, overrides in variants:
-            result = run_variant(scene, scene_dirs[scene], name, overrides, args)
+            key = run_key(scene, name, overrides)
+            if key in done:
+                result = done[key]
+                print(f"{scene}/{name}: reused from {json_path}", flush=True)
+            else:
+                result = run_variant(scene, scene_dirs[scene], name, overrides, args)
+                save_snapshots(result, json_path)
             results.append(result)
             print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.mean_iteration_ms:.0f} ms/iter, "
                   f"sampler {result.mean_sampler_ms:.2f} ms/iter", flush=True)
             dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
-            atomic_write_text(json_path, json.dumps({"command": command, "runs": dump}, indent=1, default=str))
+            atomic_write_text(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
+                                                    indent=1, default=str))
     rows = summarise(results)
     plot_psnr(results, rows, args.plot)
     if args.figure and str(args.figure):
@@ -618,6 +630,47 @@ def main(argv: Optional[List[str]] = None) -> None:
               f"{fmt(r['seconds_to_target'], '.0f')} s ({fmt(100 * r['time_saved'], '+.0f', '%')}), "
               f"overhead {fmt(r['overhead_pct'], '.2f', '%')}")
     print(f"wrote {args.output}, {args.plot}, {json_path}")
+
+
+def run_key(scene: str, variant: str, overrides: Dict[str, object]) -> str:
+    return json.dumps([scene, variant, {k: str(v) for k, v in overrides.items()}], sort_keys=True)
+
+
+def snapshot_path(json_path: Path, scene: str, variant: str) -> Path:
+    return json_path.with_name(f"{json_path.stem}_{scene}_{variant}_snapshots.npz")
+
+
+def save_snapshots(result: RunResult, json_path: Path) -> None:
+    if not result.snapshots:
+        return
+    arrays = {f"{i}/{k}": np.asarray(v) for i, snap in enumerate(result.snapshots) for k, v in snap.items()}
+    path = snapshot_path(json_path, result.scene, result.variant)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_finished_runs(json_path: Path, settings: Dict[str, str]) -> Dict[str, RunResult]:
+    """Runs of an earlier, interrupted invocation with the same settings (``--resume``)."""
+    if not json_path.is_file():
+        return {}
+    data = json.loads(json_path.read_text())
+    if data.get("settings") != settings:
+        print(f"--resume: {json_path} was made with other settings; starting afresh", flush=True)
+        return {}
+    done = {}
+    for r in data["runs"]:
+        result = RunResult(r["scene"], r["variant"], r["overrides"], r["iteration_seconds"], r["sampler_seconds"],
+                           [EvalPoint(**e) for e in r["evals"]])
+        snaps = snapshot_path(json_path, result.scene, result.variant)
+        if r.get("snapshots") and snaps.is_file():
+            with np.load(snaps) as z:
+                count = 1 + max(int(k.split("/")[0]) for k in z.files)
+                result.snapshots = [{k.split("/", 1)[1]: (z[k].item() if z[k].ndim == 0 else z[k])
+                                     for k in z.files if k.startswith(f"{i}/")} for i in range(count)]
+        done[run_key(result.scene, result.variant, result.overrides)] = result
+    return done
 
 
 def snapshot_gt(scene_dir: Path, image_index: int, run: RunResult) -> np.ndarray:

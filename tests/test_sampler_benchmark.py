@@ -40,21 +40,28 @@ def test_reach_interpolates_between_evaluations():
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_run(tmp_path):
+def test_benchmark_smoke_run(tmp_path, capsys):
     trimesh = pytest.importorskip("trimesh")
     mesh = tmp_path / "sphere.obj"
     trimesh.creation.icosphere(subdivisions=2, radius=1.0).export(mesh)
     bench = load_benchmark()
     out = tmp_path / "bench.md"
-    bench.main([
+    argv = [
         "--scenes", str(mesh), "--steps", "4", "--eval-every", "2", "--eval-images", "1", "--resolution", "24",
         "--views-train", "6", "--views-test", "2", "--variants", "uniform", "residual", "unbiased",
         "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "runs"), "--output", str(out),
         "--plot", str(tmp_path / "psnr.png"), "--figure", str(tmp_path / "sel.png"), "--threads", "1",
-    ])
+    ]
+    bench.main(argv)
     text = out.read_text()
     assert "| sphere | residual |" in text and "| sphere | unbiased |" in text
     assert (tmp_path / "psnr.png").stat().st_size > 0 and (tmp_path / "sel.png").stat().st_size > 0
     runs = json.loads((tmp_path / "runs" / "bench.json").read_text())["runs"]
     assert [r["variant"] for r in runs] == ["uniform", "residual", "unbiased"]
     assert all(len(r["evals"]) == 2 and len(r["iteration_seconds"]) == 4 for r in runs)
+    # an interrupted run resumes: finished runs (and the figure's snapshots) are reused, not retrained
+    (tmp_path / "sel.png").unlink()
+    capsys.readouterr()
+    bench.main(argv + ["--resume"])
+    assert capsys.readouterr().out.count("reused from") == 3
+    assert (tmp_path / "sel.png").is_file()
