@@ -575,6 +575,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--figure-variant", default="residual")
     parser.add_argument("--figure-image", type=int, default=0)
     parser.add_argument("--figure-steps", type=int, nargs="+", default=None)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only time the samplers on a synthetic batch of this size (no training) and print a table")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished runs of an interrupted invocation with the same settings")
     parser.add_argument("--figure-history", type=int, default=50, help="batches of picks each figure column shows")
@@ -593,6 +595,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M")
     t0 = time.perf_counter()
 
+    if args.overhead_only:
+        print(sampler_overhead_table(variants, args))
+        return
     scene_dirs = {}
     for name in tqdm(args.scenes, desc="render scenes", leave=False):
         scene_dirs[labels[name]] = render_scene(name, args.meshes, args.data_dir, args.resolution, args.views_train,
@@ -630,6 +635,38 @@ def main(argv: Optional[List[str]] = None) -> None:
               f"{fmt(r['seconds_to_target'], '.0f')} s ({fmt(100 * r['time_saved'], '+.0f', '%')}), "
               f"overhead {fmt(r['overhead_pct'], '.2f', '%')}")
     print(f"wrote {args.output}, {args.plot}, {json_path}")
+
+
+def sampler_overhead_table(variants: List[Tuple[str, Dict[str, object]]], args, repeats: int = 200) -> str:
+    """Time sample + observe alone on a synthetic cached batch of the benchmark's size (no model)."""
+    from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
+
+    from nid_nerf.sampler import ResidualPixelSamplerConfig
+
+    n, res, rays = args.views_train, args.resolution, 1024
+    batch = {"image": torch.rand(n, res, res, 4), "image_idx": torch.randperm(n)}
+    lines = ["| variant | sample ms | observe ms | total ms |", "|---|---|---|---|"]
+    for name, overrides in variants:
+        overrides = dict(overrides)
+        if overrides.pop("sampler", "residual") == "uniform":
+            sampler = PixelSampler(PixelSamplerConfig(num_rays_per_batch=rays))
+        else:
+            sampler = ResidualPixelSamplerConfig(num_rays_per_batch=rays, ratio_steps=repeats, **overrides).setup(
+                image_sizes=[(res, res)] * n
+            )
+        sample_s = observe_s = 0.0
+        for i in range(repeats + 10):
+            t0 = time.perf_counter()
+            out = sampler.sample(batch)
+            t1 = time.perf_counter()
+            if hasattr(sampler, "observe"):
+                sampler.observe(out["indices"], torch.rand(rays))
+            t2 = time.perf_counter()
+            if i >= 10:
+                sample_s, observe_s = sample_s + t1 - t0, observe_s + t2 - t1
+        ms = 1e3 / repeats
+        lines.append(f"| {name} | {sample_s * ms:.2f} | {observe_s * ms:.2f} | {(sample_s + observe_s) * ms:.2f} |")
+    return "\n".join(lines)
 
 
 def run_key(scene: str, variant: str, overrides: Dict[str, object]) -> str:
