@@ -275,7 +275,7 @@ class NIDModel(Model):
         directions = ray_bundle.directions.reshape(-1, 3)
         scene = self._scene_of_rays(ray_bundle)
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
-        edges_c, w_c = self._coarse_pass(origins, directions, scene, near, far)
+        edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
         if self.training:
             return self._render(origins, directions, scene, edges_c, w_c, hit, far)
         # at eval, rays the cached grid sees as empty are background: no field evaluation at all
@@ -287,7 +287,7 @@ class NIDModel(Model):
             "rgb_raw": origins.new_zeros(num_rays, 3),
             "accumulation": origins.new_zeros(num_rays, 1),
             "depth": far[:, None].clone(),
-            "sdf_min": origins.new_full((num_rays, 1), float("inf")),
+            "sdf_min": sdf_c.min(-1, keepdim=True).values,  # from the cached grid where the field is not queried
             "normals": origins.new_zeros(num_rays, 3),
         }
         if bool(active.any()):
@@ -300,8 +300,8 @@ class NIDModel(Model):
     @torch.no_grad()
     def _coarse_pass(
         self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], near: Tensor, far: Tensor
-    ) -> Tuple[Tensor, Tensor]:
-        """Uniform samples looked up in the cached SDF grid: bin edges and VolSDF weights per ray."""
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Uniform samples looked up in the cached SDF grid: bin edges, VolSDF weights and SDF values per ray."""
         cfg = self.config
         lo, hi = self.field.aabb
         edges_c, t_c = stratified_midpoints(near, far, cfg.num_coarse_samples, jitter=self.training)
@@ -309,7 +309,7 @@ class NIDModel(Model):
         sdf_c = self._lookup_grid(pts_c.view(-1, 3), scene, t_c.shape[1]).view_as(t_c)
         cell = float((hi - lo).max()) / (cfg.grid_resolution - 1)
         w_c = render_weights_from_edges(sdf_c, edges_c, torch.clamp(self.beta.detach(), min=0.5 * cell))
-        return edges_c, w_c
+        return edges_c, w_c, sdf_c
 
     def _render(
         self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], edges_c: Tensor, w_c: Tensor,
