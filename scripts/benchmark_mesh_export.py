@@ -158,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> str:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads = "
         f"{args.threads}, no GPU used; load average during the run (1/5/15 min, other jobs share the CPU): "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.\n\n"
+        + (f"Checkpoint: `{args.load_config}`.\n\n" if args.load_config is not None else "")
         + table(rows)
         + "\n*export s*: grid evaluation + marching cubes + vertex colours + PLY write, after the model is loaded "
         "(*load s*: config, dataparser and checkpoint). *SDF evals*: network evaluations (share of the grid's "
