@@ -218,7 +218,7 @@ class ResidualPixelSamplerConfig(PixelSamplerConfig):
     """Exponent of the power rule: probability ~ r**alpha."""
     unbiased: bool = False
     """Return batch['ray_weights'] = (1/(P q))**weight_alpha, mean 1, to undo the sampling bias."""
-    weight_alpha: float = 1.0
+    weight_alpha: float = 0.5
     """Exponent of the unbiased weights (0: none, 1: fully unbiased; soft mining's alpha)."""
     refresh_warmup: int = 100
     """Rank a fresh pool every step for this many steps (INT: refresh every step early on)."""
@@ -226,9 +226,9 @@ class ResidualPixelSamplerConfig(PixelSamplerConfig):
     """After the warm-up, rank one pool every this many steps and queue its picks (INT: 10-50)."""
     unvisited_residual: float = 1.0
     """Residual the power rule and the ray weights assume for never-visited pixels (1 = worst mean |rgb - gt|)."""
-    map_stride: int = 1
+    map_stride: int = 4
     """Smallest map stride: one residual per map_stride x map_stride pixels (cells refresh more often)."""
-    update_weight: float = 1.0
+    update_weight: float = 0.5
     """Weight of a new residual in its cell (1: overwrite; < 1: running average)."""
     max_map_pixels: int = 50_000_000
     """Residual-map budget (cells); above it the map drops to an integer stride (float16: 2 bytes a cell)."""
@@ -495,9 +495,10 @@ class ResidualPixelSampler(PixelSampler):
             return []
         return list(range(min(self.config.preview_images, self.residual_map.num_images)))
 
-    def residual_images(self) -> Dict[str, Float[Tensor, "H W 3"]]:
+    def residual_images(self, max_side: int = 256) -> Dict[str, Float[Tensor, "H W 3"]]:
         """Tensorboard previews of the first ``preview_images`` training images, side by side.
 
+        Each tile is the image at (about) pixel resolution, at most ``max_side`` pixels a side.
         ``residual_map``: turbo colour map scaled to the largest visited residual; magenta = never visited.
         ``chosen_pixels``: the last ``history_steps`` batches; white = picked by residual, blue = uniform floor.
         """
@@ -510,15 +511,19 @@ class ResidualPixelSampler(PixelSampler):
         vmax = float(finite.max()) if finite.numel() > 0 and float(finite.max()) > 0 else 1.0
         residual_tiles, chosen_tiles = [], []
         for i, m in zip(ids, maps):
-            residual_tiles.append(residual_to_rgb(m, vmax))
-            chosen = torch.zeros(m.shape + (3,))
+            h, w = int(rmap.heights[i]), int(rmap.widths[i])
+            d = max(1, math.ceil(max(h, w) / max_side))  # display pixel = d x d image pixels
+            ys = torch.div(torch.arange(0, h, d), rmap.stride, rounding_mode="floor")
+            xs = torch.div(torch.arange(0, w, d), rmap.stride, rounding_mode="floor")
+            residual_tiles.append(residual_to_rgb(m[ys][:, xs], vmax))
+            chosen = torch.zeros(ys.shape[0], xs.shape[0], 3)
             for residual_first in (False, True):  # residual picks drawn last, on top
                 for absolute, flags in self.history:
                     sel = (absolute[:, 0] == i) & (flags == residual_first)
-                    yc = torch.div(absolute[sel, 1], rmap.stride, rounding_mode="floor")
-                    xc = torch.div(absolute[sel, 2], rmap.stride, rounding_mode="floor")
+                    y = torch.div(absolute[sel, 1], d, rounding_mode="floor")
+                    x = torch.div(absolute[sel, 2], d, rounding_mode="floor")
                     colour = torch.tensor([1.0, 1.0, 1.0]) if residual_first else torch.tensor([0.2, 0.4, 1.0])
-                    chosen[yc, xc] = colour
+                    chosen[y, x] = colour
             chosen_tiles.append(chosen)
         return {"residual_map": tile_images(residual_tiles), "chosen_pixels": tile_images(chosen_tiles)}
 

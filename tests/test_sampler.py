@@ -33,6 +33,8 @@ def image_batch(num_images=4, height=16, width=20, mask=None, shuffled=True):
 
 
 def make_sampler(num_images=4, height=16, width=20, rays=256, **overrides):
+    overrides.setdefault("map_stride", 1)  # per-pixel map, overwrite: exact expectations
+    overrides.setdefault("update_weight", 1.0)
     config = ResidualPixelSamplerConfig(num_rays_per_batch=rays, **overrides)
     return config.setup(image_sizes=[(height, width)] * num_images)
 
@@ -323,9 +325,9 @@ def test_masks_are_honoured_like_the_base_sampler():
 
 def test_variable_resolution_list_batches():
     sizes = [(8, 12), (16, 6), (10, 10)]
-    sampler = ResidualPixelSamplerConfig(num_rays_per_batch=90, ratio_schedule="constant", ratio_start=0.5).setup(
-        image_sizes=sizes
-    )
+    sampler = ResidualPixelSamplerConfig(
+        num_rays_per_batch=90, ratio_schedule="constant", ratio_start=0.5, map_stride=1
+    ).setup(image_sizes=sizes)
     images = [torch.rand(h, w, 3) for h, w in sizes]
     order = [2, 0, 1]
     batch = {"image": [images[i] for i in order], "image_idx": torch.tensor(order)}
@@ -343,7 +345,7 @@ def test_variable_resolution_list_batches():
 def test_map_built_from_first_batch_without_sizes():
     sampler = ResidualPixelSamplerConfig(num_rays_per_batch=32).setup()
     b = sampler.sample(image_batch(3, 8, 8))
-    assert sampler.residual_map.values.numel() == 3 * 64
+    assert sampler.residual_map.stride == 4 and sampler.residual_map.values.numel() == 3 * 2 * 2  # default stride 4
     assert sampler.observe(b["indices"], torch.rand(32)) == 32
 
 

@@ -71,8 +71,20 @@ def dataset_pixels(dm: NIDDataManager, indices: torch.Tensor) -> torch.Tensor:
     return torch.stack([dm.train_dataset[int(i)]["image"][int(y), int(x)] for i, y, x in indices])
 
 
-def test_residual_datamanager_samples_observes_and_previews(scene):
+def test_default_residual_map_is_four_pixel_cells(scene):
     dm = make_dm(scene)
+    rmap = dm.train_pixel_sampler.residual_map
+    assert rmap.stride == 4 and rmap.values.numel() == 6 * 4 * 4
+    _, batch = dm.next_train(0)
+    dm.observe_residuals(batch, torch.rand(64))
+    for image in dm.residual_images().values():  # previews at pixel resolution, 4 tiles of 16 x 16
+        assert image.shape == (16, 4 * 16 + 3 * 2, 3)
+
+
+def test_residual_datamanager_samples_observes_and_previews(scene):
+    from nid_nerf.sampler import ResidualPixelSamplerConfig
+
+    dm = make_dm(scene, pixel_sampler=ResidualPixelSamplerConfig(map_stride=1, update_weight=1.0))
     assert isinstance(dm.train_pixel_sampler, ResidualPixelSampler)
     assert type(dm.eval_pixel_sampler) is PixelSampler  # evaluation stays uniform
     rmap = dm.train_pixel_sampler.residual_map
