@@ -131,6 +131,15 @@ class RunResult:
     def mean_sampler_ms(self) -> float:
         return 1e3 * float(np.mean(self.sampler_seconds[2:] or self.sampler_seconds))
 
+    @property
+    def median_iteration_ms(self) -> float:
+        """Median, so that other processes' load spikes on a shared CPU do not dominate."""
+        return 1e3 * float(np.median(self.iteration_seconds[2:] or self.iteration_seconds))
+
+    @property
+    def median_sampler_ms(self) -> float:
+        return 1e3 * float(np.median(self.sampler_seconds[2:] or self.sampler_seconds))
+
     def reach(self, target: float) -> Tuple[float, float]:
         """(seconds, steps) when PSNR first reaches ``target``, linearly interpolated between evals."""
         prev = None
@@ -256,38 +265,43 @@ def snapshot(pipeline, sampler, image_index: int) -> Dict:
     }
 
 
-def run_variant(scene: str, scene_dir: Path, variant: str, overrides: Dict[str, object], args) -> RunResult:
-    import nerfstudio.configs.base_config  # noqa: F401  (import order: writer <-> base_config cycle)
-    from nerfstudio.utils import writer
+class VariantRun:
+    """One variant's trainer, stepped one iteration at a time (so that variants can be interleaved)."""
 
-    from nid_nerf.sampler import ResidualPixelSampler
+    def __init__(self, scene: str, scene_dir: Path, variant: str, overrides: Dict[str, object], args) -> None:
+        from nid_nerf.sampler import ResidualPixelSampler
 
-    seed_everything(args.seed)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"{scene}-{variant}-", dir=args.work_dir))
-    config = build_config(scene_dir, args.steps, overrides, out_dir, args.seed)
-    if "history_steps" not in overrides and config.pipeline.datamanager.sampler == "residual":
-        config.pipeline.datamanager.pixel_sampler.history_steps = args.figure_history
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    pipeline = trainer.pipeline
-    dm = pipeline.datamanager
-    clock = SamplerClock(dm)
-    sampler = dm.train_pixel_sampler
-    eval_dataset = dm.eval_dataset
-    count = min(args.eval_images, len(eval_dataset))
-    picks = sorted(set(np.linspace(0, len(eval_dataset) - 1, count).round().astype(int).tolist()))
-    cameras = [eval_dataset.cameras[i : i + 1].to(pipeline.device) for i in picks]
-    images = [composite_white(eval_dataset[i]["image"]).to(pipeline.device) for i in picks]
-    result = RunResult(scene, variant, overrides)
-    snapshot_steps = set(args.figure_steps) if (scene == args.figure_scene and isinstance(sampler, ResidualPixelSampler)
-                                                and variant == args.figure_variant) else set()
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+        seed_everything(args.seed)  # same initial model for every variant
+        out_dir = Path(tempfile.mkdtemp(prefix=f"{scene}-{variant}-", dir=args.work_dir))
+        config = build_config(scene_dir, args.steps, overrides, out_dir, args.seed)
+        if "history_steps" not in overrides and config.pipeline.datamanager.sampler == "residual":
+            config.pipeline.datamanager.pixel_sampler.history_steps = args.figure_history
+        self.args = args
+        self.trainer = config.setup(local_rank=0, world_size=1)
+        self.trainer.setup()
+        self.pipeline = self.trainer.pipeline
+        dm = self.pipeline.datamanager
+        self.clock = SamplerClock(dm)
+        self.sampler = dm.train_pixel_sampler
+        eval_dataset = dm.eval_dataset
+        count = min(args.eval_images, len(eval_dataset))
+        picks = sorted(set(np.linspace(0, len(eval_dataset) - 1, count).round().astype(int).tolist()))
+        self.cameras = [eval_dataset.cameras[i : i + 1].to(self.pipeline.device) for i in picks]
+        self.images = [composite_white(eval_dataset[i]["image"]).to(self.pipeline.device) for i in picks]
+        self.result = RunResult(scene, variant, overrides)
+        wants_figure = scene == args.figure_scene and variant == args.figure_variant
+        self.snapshot_steps = set(args.figure_steps) if wants_figure and isinstance(
+            self.sampler, ResidualPixelSampler) else set()
+        self.elapsed = 0.0
 
-    elapsed = 0.0
-    bar = tqdm(range(args.steps), desc=f"{scene}/{variant}", leave=False, dynamic_ncols=True)
-    for step in bar:
+    def step(self, step: int) -> None:
+        """One timed ``Trainer.train`` iteration; evaluations and figure snapshots off the clock."""
+        from nerfstudio.engine.callbacks import TrainingCallbackLocation
+        from nerfstudio.utils import writer
+
+        trainer, result = self.trainer, self.result
         start = time.perf_counter()
-        pipeline.train()
+        self.pipeline.train()
         for callback in trainer.callbacks:
             callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         loss, _, _ = trainer.train_iteration(step)
@@ -295,21 +309,41 @@ def run_variant(scene: str, scene_dir: Path, variant: str, overrides: Dict[str, 
             callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
         seconds = time.perf_counter() - start
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{scene}/{variant}: loss became {float(loss)} at step {step}")
-        elapsed += seconds
+            raise RuntimeError(f"{result.scene}/{result.variant}: loss became {float(loss)} at step {step}")
+        self.elapsed += seconds
         result.iteration_seconds.append(seconds)
-        result.sampler_seconds.append(clock.lap())
+        result.sampler_seconds.append(self.clock.lap())
         done = step + 1
-        if done % args.eval_every == 0 or done == args.steps:
-            psnr = evaluate_psnr(pipeline, cameras, images)
-            result.evals.append(EvalPoint(done, elapsed, psnr))
-            bar.set_postfix(psnr=f"{psnr:.2f}", s=f"{elapsed:.0f}")
-        if done in snapshot_steps:
-            result.snapshots.append(snapshot(pipeline, sampler, args.figure_image))
+        if done % self.args.eval_every == 0 or done == self.args.steps:
+            result.evals.append(EvalPoint(done, self.elapsed, evaluate_psnr(self.pipeline, self.cameras, self.images)))
+        if done in self.snapshot_steps:
+            result.snapshots.append(snapshot(self.pipeline, self.sampler, self.args.figure_image))
         writer.EVENT_STORAGE.clear()  # nothing is written out; keep memory flat
-    bar.close()
-    del trainer, pipeline
-    return result
+
+    def close(self) -> RunResult:
+        del self.trainer, self.pipeline, self.sampler
+        return self.result
+
+
+def run_scene(scene: str, scene_dir: Path, variants: List[Tuple[str, Dict[str, object]]], args) -> List[RunResult]:
+    """Train every variant on one scene; ``--interleave``: one iteration of each in turn, so that all
+    variants see the same background load of a shared CPU."""
+    import nerfstudio.configs.base_config  # noqa: F401  (import order: writer <-> base_config cycle)
+
+    groups = [variants] if args.interleave else [[v] for v in variants]
+    results = []
+    for group in groups:
+        runs = [VariantRun(scene, scene_dir, name, overrides, args) for name, overrides in group]
+        label = "+".join(name for name, _ in group)
+        bar = tqdm(range(args.steps), desc=f"{scene}/{label}", leave=False, dynamic_ncols=True)
+        for step in bar:
+            for run in runs:
+                run.step(step)
+            if runs[0].result.evals and runs[0].result.evals[-1].step == step + 1:
+                bar.set_postfix_str(" ".join(f"{r.result.variant}={r.result.evals[-1].psnr:.2f}" for r in runs))
+        bar.close()
+        results.extend(run.close() for run in runs)
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,30 +352,43 @@ def run_variant(scene: str, scene_dir: Path, variant: str, overrides: Dict[str, 
 
 
 def summarise(results: List[RunResult], baseline: str = "uniform") -> List[Dict]:
+    """Per scene and variant: final PSNR, steps and seconds to 95 % of the baseline's final PSNR, overhead.
+
+    Seconds come two ways: the clock (``time.perf_counter`` over the training iterations, which on a
+    shared CPU includes other processes' load) and load-normalised = steps to target x (uniform's
+    median iteration + this sampler's extra median time per iteration).
+    """
     rows = []
     by_scene: Dict[str, Dict[str, RunResult]] = {}
     for r in results:
         by_scene.setdefault(r.scene, {})[r.variant] = r
     for scene, runs in by_scene.items():
         base = runs.get(baseline)
-        target = 0.95 * base.final_psnr if base is not None else math.nan
-        base_seconds, base_steps = base.reach(target) if base is not None else (math.nan, math.nan)
-        base_ms = base.mean_iteration_ms if base is not None else math.nan
-        base_sampler_ms = base.mean_sampler_ms if base is not None else math.nan
+        if base is None:
+            base_psnr = target = base_seconds = base_steps = base_ms = base_sampler_ms = math.nan
+        else:
+            base_psnr, target = base.final_psnr, 0.95 * base.final_psnr
+            base_seconds, base_steps = base.reach(target)
+            base_ms, base_sampler_ms = base.median_iteration_ms, base.median_sampler_ms
+        base_norm = base_steps * base_ms / 1e3
         for variant, run in runs.items():
             seconds, steps = run.reach(target)
-            overhead_ms = run.mean_sampler_ms - base_sampler_ms
+            overhead_ms = run.median_sampler_ms - base_sampler_ms
+            norm = steps * (base_ms + overhead_ms) / 1e3
             rows.append({
                 "scene": scene,
                 "variant": variant,
                 "final_psnr": run.final_psnr,
+                "delta_psnr": run.final_psnr - base_psnr,
                 "target_psnr": target,
-                "seconds_to_target": seconds,
                 "steps_to_target": steps,
-                "time_saved": 1.0 - seconds / base_seconds if base_seconds > 0 else math.nan,
                 "steps_saved": 1.0 - steps / base_steps if base_steps > 0 else math.nan,
-                "iteration_ms": run.mean_iteration_ms,
-                "sampler_ms": run.mean_sampler_ms,
+                "seconds_to_target": seconds,
+                "time_saved": 1.0 - seconds / base_seconds if base_seconds > 0 else math.nan,
+                "norm_seconds_to_target": norm,
+                "norm_time_saved": 1.0 - norm / base_norm if base_norm > 0 else math.nan,
+                "iteration_ms": run.median_iteration_ms,
+                "sampler_ms": run.median_sampler_ms,
                 "overhead_ms": overhead_ms,
                 "overhead_pct": 100.0 * overhead_ms / base_ms if base_ms > 0 else math.nan,
                 "train_seconds": float(sum(run.iteration_seconds)),
@@ -369,10 +416,14 @@ def markdown(rows: List[Dict], results: List[RunResult], args, command: str, sta
         f"- model: `ns-train nid-field` config, {args.steps} steps, "
         f"{args.resolution}x{args.resolution} RGBA renders, {args.views_train} train / {args.views_test} test views, "
         f"PSNR on {args.eval_images} test views every {args.eval_every} steps, seed {args.seed}",
+        ("- the variants of each scene were trained interleaved (one iteration of each in turn), so that they "
+         "share the same background load" if args.interleave else "- the variants were trained one after the other"),
         "- target = 95 % of uniform's final PSNR (dB); time/steps to target interpolated between evaluations; "
         "'saved' = 1 - residual/uniform",
-        "- sampler overhead = (sample + observe) time per iteration minus uniform's sample time, "
-        "as a share of uniform's iteration",
+        "- 'clock' seconds = measured training time (this CPU is shared, other jobs' load is in it); "
+        "'normalised' = steps to target x (uniform's median iteration + the sampler's extra median time)",
+        "- sampler overhead = median (sample + observe) time per iteration minus uniform's median sample time, "
+        "as a share of uniform's median iteration",
         "",
         "| variant | overrides |",
         "|---|---|",
@@ -382,19 +433,23 @@ def markdown(rows: List[Dict], results: List[RunResult], args, command: str, sta
         lines.append(f"| {v} | `{', '.join(f'{k}={val}' for k, val in ov.items())}` |")
     lines += [
         "",
-        "| scene | variant | final PSNR | target | s to target | time saved | steps to target | steps saved "
-        "| ms / iter | sampler ms / iter | overhead |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scene | variant | final PSNR | vs uniform | target | steps to target | steps saved "
+        "| s to target (clock) | saved (clock) | s to target (normalised) | saved (normalised) "
+        "| median ms / iter | sampler ms / iter | overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['scene']} | {r['variant']} | {fmt(r['final_psnr'], '.2f')} | {fmt(r['target_psnr'], '.2f')} "
-            f"| {fmt(r['seconds_to_target'], '.0f')} | {fmt(100 * r['time_saved'], '+.0f', ' %')} "
+            f"| {r['scene']} | {r['variant']} | {fmt(r['final_psnr'], '.2f')} | {fmt(r['delta_psnr'], '+.2f')} "
+            f"| {fmt(r['target_psnr'], '.2f')} "
             f"| {fmt(r['steps_to_target'], '.0f')} | {fmt(100 * r['steps_saved'], '+.0f', ' %')} "
+            f"| {fmt(r['seconds_to_target'], '.0f')} | {fmt(100 * r['time_saved'], '+.0f', ' %')} "
+            f"| {fmt(r['norm_seconds_to_target'], '.0f')} | {fmt(100 * r['norm_time_saved'], '+.0f', ' %')} "
             f"| {fmt(r['iteration_ms'], '.0f')} | {fmt(r['sampler_ms'], '.2f')} | {fmt(r['overhead_pct'], '.2f', ' %')} |"
         )
-    lines += ["", "**Mean over scenes**", "", "| variant | final PSNR | time saved | steps saved | overhead |",
-              "|---|---|---|---|---|"]
+    lines += ["", "**Mean over scenes**", "",
+              "| variant | final PSNR | vs uniform | steps saved | saved (clock) | saved (normalised) | overhead |",
+              "|---|---|---|---|---|---|---|"]
     for v in variants:
         sel = [r for r in rows if r["variant"] == v]
 
@@ -403,8 +458,9 @@ def markdown(rows: List[Dict], results: List[RunResult], args, command: str, sta
             return float(np.mean(vals)) if len(vals) == len(sel) and vals else math.nan
 
         lines.append(
-            f"| {v} | {fmt(mean('final_psnr'), '.2f')} | {fmt(100 * mean('time_saved'), '+.0f', ' %')} "
-            f"| {fmt(100 * mean('steps_saved'), '+.0f', ' %')} | {fmt(mean('overhead_pct'), '.2f', ' %')} |"
+            f"| {v} | {fmt(mean('final_psnr'), '.2f')} | {fmt(mean('delta_psnr'), '+.2f')} "
+            f"| {fmt(100 * mean('steps_saved'), '+.0f', ' %')} | {fmt(100 * mean('time_saved'), '+.0f', ' %')} "
+            f"| {fmt(100 * mean('norm_time_saved'), '+.0f', ' %')} | {fmt(mean('overhead_pct'), '.2f', ' %')} |"
         )
     lines += ["", "![PSNR vs wall-clock and iterations](sampler_psnr.png)", ""]
     if args.figure:
@@ -577,6 +633,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--figure-steps", type=int, nargs="+", default=None)
     parser.add_argument("--overhead-only", action="store_true",
                         help="only time the samplers on a synthetic batch of this size (no training) and print a table")
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
+                        help="step the variants of a scene in turn (same background load for all); "
+                        "--no-interleave trains them one after the other")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished runs of an interrupted invocation with the same settings")
     parser.add_argument("--figure-history", type=int, default=50, help="batches of picks each figure column shows")
@@ -605,23 +664,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: List[RunResult] = []
     json_path = args.json or (args.work_dir / f"{args.output.stem}.json")
     settings = {k: str(getattr(args, k)) for k in ("steps", "eval_every", "eval_images", "resolution", "views_train",
-                                                   "views_test", "seed")}
+                                                   "views_test", "seed", "interleave")}
     done = load_finished_runs(json_path, settings) if args.resume else {}
     for scene in labels.values():
+        todo = [(n, o) for n, o in variants if run_key(scene, n, o) not in done]
+        fresh = {r.variant: r for r in run_scene(scene, scene_dirs[scene], todo, args)} if todo else {}
         for name, overrides in variants:
-            key = run_key(scene, name, overrides)
-            if key in done:
-                result = done[key]
-                print(f"{scene}/{name}: reused from {json_path}", flush=True)
-            else:
-                result = run_variant(scene, scene_dirs[scene], name, overrides, args)
+            if name in fresh:
+                result = fresh[name]
                 save_snapshots(result, json_path)
+            else:
+                result = done[run_key(scene, name, overrides)]
+                print(f"{scene}/{name}: reused from {json_path}", flush=True)
             results.append(result)
-            print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.mean_iteration_ms:.0f} ms/iter, "
-                  f"sampler {result.mean_sampler_ms:.2f} ms/iter", flush=True)
-            dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
-            atomic_write_text(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
-                                                    indent=1, default=str))
+            print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.median_iteration_ms:.0f} ms/iter "
+                  f"(median), sampler {result.median_sampler_ms:.2f} ms/iter", flush=True)
+        dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
+        atomic_write_text(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
+                                                indent=1, default=str))
     rows = summarise(results)
     plot_psnr(results, rows, args.plot)
     if args.figure and str(args.figure):
@@ -632,7 +692,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     write_markdown(args.output, markdown(rows, results, args, command, started, time.perf_counter() - t0))
     for r in rows:
         print(f"{r['scene']:>12} {r['variant']:>10}: final {r['final_psnr']:.2f} dB, to target "
-              f"{fmt(r['seconds_to_target'], '.0f')} s ({fmt(100 * r['time_saved'], '+.0f', '%')}), "
+              f"{fmt(r['steps_to_target'], '.0f')} steps ({fmt(100 * r['steps_saved'], '+.0f', '%')}), "
+              f"{fmt(r['seconds_to_target'], '.0f')} s clock ({fmt(100 * r['time_saved'], '+.0f', '%')}), "
+              f"{fmt(r['norm_seconds_to_target'], '.0f')} s normalised ({fmt(100 * r['norm_time_saved'], '+.0f', '%')}), "
               f"overhead {fmt(r['overhead_pct'], '.2f', '%')}")
     print(f"wrote {args.output}, {args.plot}, {json_path}")
 
