@@ -2,10 +2,12 @@
 
 A share ``ratio(t)`` of every ray batch is picked where the photometric residual is largest; the
 rest (at least ``uniform_floor``, 10 %) is drawn uniformly like nerfstudio's ``PixelSampler``, so
-no pixel starves. The residuals live in a float16 *residual map*, one value per training pixel (or
-per ``stride x stride`` cell once the dataset exceeds ``max_map_pixels``), and are updated for free
-from the per-ray loss of the rays just trained (``observe``). Never-visited pixels hold ``+inf``, so
-they rank first. NaN or infinite residuals are dropped and never reach the map.
+no pixel starves. The residuals live in a float16 *residual map*, one value per ``stride x stride``
+cell of every training image (``map_stride``, 4 by default: cells are revisited ~16x more often than
+pixels, so the map stays fresh; 1 = per pixel; the stride grows further once the dataset exceeds
+``max_map_pixels``). The map is updated for free from the per-ray loss of the rays just trained
+(``observe``, a running average per cell). Never-visited cells hold ``+inf``, so they rank first.
+NaN or infinite residuals are dropped and never reach the map.
 
 Picking rules, both over a uniform *candidate pool* drawn with the base class' own (mask aware)
 pixel draws, so the cost per step is O(pool), whatever the dataset size:

@@ -118,9 +118,16 @@ class RunResult:
     sampler_seconds: List[float] = field(default_factory=list)
     evals: List[EvalPoint] = field(default_factory=list)
     snapshots: List[Dict] = field(default_factory=list)
+    final_evals: int = 3
+    """The final PSNR is the mean of this many last evaluations (a single one is noisy)."""
 
     @property
     def final_psnr(self) -> float:
+        last = self.evals[-max(self.final_evals, 1):]
+        return float(np.mean([e.psnr for e in last])) if last else math.nan
+
+    @property
+    def last_psnr(self) -> float:
         return self.evals[-1].psnr if self.evals else math.nan
 
     @property
@@ -418,6 +425,8 @@ def markdown(rows: List[Dict], results: List[RunResult], args, command: str, sta
         f"PSNR on {args.eval_images} test views every {args.eval_every} steps, seed {args.seed}",
         ("- the variants of each scene were trained interleaved (one iteration of each in turn), so that they "
          "share the same background load" if args.interleave else "- the variants were trained one after the other"),
+        f"- final PSNR = mean of the last {args.final_evals} evaluations (one evaluation alone varies by up to "
+        "~1 dB from one to the next)",
         "- target = 95 % of uniform's final PSNR (dB); time/steps to target interpolated between evaluations; "
         "'saved' = 1 - residual/uniform",
         "- 'clock' seconds = measured training time (this CPU is shared, other jobs' load is in it); "
@@ -633,6 +642,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--figure-steps", type=int, nargs="+", default=None)
     parser.add_argument("--overhead-only", action="store_true",
                         help="only time the samplers on a synthetic batch of this size (no training) and print a table")
+    parser.add_argument("--final-evals", type=int, default=3,
+                        help="final PSNR = mean of this many last evaluations")
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
                         help="step the variants of a scene in turn (same background load for all); "
                         "--no-interleave trains them one after the other")
@@ -676,6 +687,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             else:
                 result = done[run_key(scene, name, overrides)]
                 print(f"{scene}/{name}: reused from {json_path}", flush=True)
+            result.final_evals = args.final_evals
             results.append(result)
             print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.median_iteration_ms:.0f} ms/iter "
                   f"(median), sampler {result.median_sampler_ms:.2f} ms/iter", flush=True)

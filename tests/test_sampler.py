@@ -364,6 +364,17 @@ def test_residual_images_are_rgb_in_unit_range():
     assert (images["chosen_pixels"] == 1.0).all(-1).any()  # some white (residual) picks
 
 
+def test_previews_of_huge_images_stay_small():
+    sampler = ResidualPixelSamplerConfig(num_rays_per_batch=16, max_map_pixels=10_000).setup(
+        image_sizes=[(3000, 4000)] * 2
+    )
+    sampler.observe(torch.tensor([[0, 1500, 2000], [1, 2999, 3999]]), torch.tensor([0.5, 0.25]))
+    images = sampler.residual_images()
+    for image in images.values():
+        assert image.shape[0] <= 256 and image.shape[1] <= 2 * 256 + 2
+    assert torch.isfinite(images["residual_map"]).all()
+
+
 def test_zero_ratio_draws_like_the_base_sampler():
     """With the residual share at 0 the draws are the base class' draws (same RNG stream)."""
     n, h, w = 3, 16, 16
