@@ -1,0 +1,84 @@
+"""scripts/benchmark_field_cost.py on a tiny hash grid: the field it times is the model's, and the report is whole."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"num_levels": 2, "log2_table_size": 8}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_field_cost", REPO / "scripts" / "benchmark_field_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark_field_cost"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    torch.set_num_threads(1)
+    return module
+
+
+def test_dict_step_trains_only_the_selected_experts(bench):
+    model = bench.dict_model(num_experts=8, top_k=2, num_scenes=3, grid=TINY, seed=1)
+    bench.set_top_k(model, 2)
+    batch = bench.make_batch(model, rays=16, samples=4, num_scenes=3, seed=1)
+    used = sorted(set(batch.scene.tolist()))
+    bench.field_step(model, batch)
+    tables = model.field.experts.tables
+    touched = {i for i in range(8) if tables.grad[i].abs().sum() > 0}
+    selected = set()
+    for s in used:
+        selected |= set(model.field.gate(s)[0].tolist())
+    assert touched == selected and len(selected) > 2  # the scenes' own top-2 experts, no others
+    grads = model.field.gate.codes.grad
+    for s in range(3):
+        assert (grads[s].abs() > 0).sum() == (2 if s in used else 0)
+
+
+def test_solve_model_loads_the_dictionary_frozen(bench, tmp_path):
+    source = bench.dict_model(num_experts=4, top_k=2, num_scenes=3, grid=TINY, seed=2)
+    model = bench.solve_model(source, TINY, tmp_path)
+    assert not list(tmp_path.iterdir())  # the exported dictionary is removed again
+    assert torch.equal(model.field.experts.tables, source.field.experts.tables)
+    assert not model.field.experts.tables.requires_grad
+    torch.testing.assert_close(model.field.gate.codes[0], source.field.gate.codes.mean(0))
+    batch = bench.make_batch(model, rays=8, samples=4, num_scenes=1, seed=2)
+    bench.field_step(model, batch)
+    assert model.field.experts.tables.grad is None
+    assert (model.field.gate.codes.grad.abs() > 0).sum() == 2
+
+
+def test_quick_run_writes_a_complete_report(bench, tmp_path):
+    out = tmp_path / "fc.md"
+    argv = ["--experts", "1", "16", "--top-k", "1", "16", "--sizes", "32x8", "16x8", "--scenes", "2", "--reps", "1",
+            "--threads", "1", "--log2-table-size", "8", "--num-levels", "2", "--output", str(out)]
+    bench.main(argv)
+    text = out.read_text()
+    assert text.splitlines()[3] == "python scripts/benchmark_field_cost.py " + " ".join(argv)
+    assert out.with_suffix(".png").stat().st_size > 1000
+    data = json.loads(out.with_suffix(".json").read_text())
+    keys = {(r["case"], r["num_experts"], r["top_k"]) for r in data["results"]}
+    assert keys == {("scratch", 1, 1), ("dict", 1, 1), ("solve", 1, 1),
+                    ("dict", 16, 1), ("dict", 16, 16), ("solve", 16, 1), ("solve", 16, 16)}
+    whats = {(r["case"], r["n"], r["what"]) for r in data["ratios"]}
+    assert whats == {(c, n, "k=16 / k=1 at K=16") for c in ("dict", "solve") for n in (128, 256)}
+    assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in data["ratios"])
+    table_bytes = 2 * 256 * 2 * 4  # L * S * F float32 per expert
+    for row in data["results"]:
+        mem, n_exp = row["memory"], row["num_experts"]
+        assert mem["tables_mib"] * 2**20 == pytest.approx(n_exp * table_bytes)
+        adam = mem["adam_state_mib"] * 2**20
+        if row["case"] == "solve":  # only the code is optimised: exp_avg + exp_avg_sq of [1, K] + the step count
+            assert adam == pytest.approx(2 * n_exp * 4 + 4, abs=8)
+        else:  # everything trained: at least both moments of the tables
+            assert adam >= 2 * n_exp * table_bytes
+        for n in ("128", "256"):
+            assert row["per_n"][n]["seconds"]["step"] > 0
+    assert "k=16 / k=1 at K=16" in text and "## Memory (MiB)" in text
