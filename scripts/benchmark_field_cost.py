@@ -202,6 +202,32 @@ def lookup_only(model: NIDModel, batch: Batch, mixed: Sequence[torch.Tensor]) ->
     loss.backward()
 
 
+class PerExpertTables:
+    """What-if for the ``dict`` case: the same K tables as K separate parameters (not what the model does).
+
+    Mixing stacks only the k chosen parameters, so its backward writes gradients for those k alone (no dense
+    all-K gradient per scene), and Adam skips every expert that got no gradient this step (lazy Adam, as
+    for sparse embeddings). Timed next to the model's own mixing + Adam to show what a per-expert layout buys.
+    """
+
+    def __init__(self, model: NIDModel, lr: float = 1e-2) -> None:
+        tables = model.field.experts.tables.detach()
+        self.params = [torch.nn.Parameter(t.clone()) for t in tables]
+        self.adam = torch.optim.Adam(self.params, lr=lr, eps=1e-15)
+
+    def mix(self, model: NIDModel, scenes: Sequence[int], upstream: torch.Tensor) -> None:
+        mixed = []
+        for s in scenes:
+            index, gate = model.field.gate(s)
+            chosen = torch.stack([self.params[i] for i in index.tolist()])
+            mixed.append(torch.einsum("k,klsf->lsf", gate, chosen).reshape(-1, chosen.shape[-1]))
+        (torch.stack(mixed) * upstream).sum().backward()
+
+    def step(self) -> None:
+        self.adam.step()
+        self.adam.zero_grad()
+
+
 def clear_grads(model: NIDModel, mixed: Sequence[torch.Tensor] = ()) -> None:
     for p in model.parameters():
         p.grad = None
@@ -224,6 +250,7 @@ class Setup:
     upstream: torch.Tensor
     mixed_leaves: List[torch.Tensor]
     num_scenes: int
+    per_expert: Optional[PerExpertTables] = None
 
 
 @dataclass
@@ -292,7 +319,9 @@ def build_setups(args, grid: Dict[str, int], workdir: Path) -> Tuple[List[Setup]
             add("solve", solve_model(source, grid, workdir), 1)
             configs += [Config("solve", num_experts, k) for k in ks]
         if "dict" in args.cases:
-            add("dict", source, args.scenes)
+            setup = add("dict", source, args.scenes)
+        if args.what_if and num_experts > 1:
+            setup.per_expert = PerExpertTables(source)
             configs += [Config("dict", num_experts, k) for k in ks]
         else:
             del source
@@ -333,6 +362,13 @@ def measure(args, grid: Dict[str, int]) -> Dict:
                     out.setdefault(f"{name}@{n}", []).append(value)
         t_mix = timed(lambda: mixing_only(setup.model, scenes, setup.upstream))
         clear_grads(setup.model)
+        if setup.per_expert is not None:
+            t_mix_pe = timed(lambda: setup.per_expert.mix(setup.model, scenes, setup.upstream))
+            clear_grads(setup.model)  # the codes' gradient of the what-if mixing
+            t_adam_pe = timed(setup.per_expert.step)
+            if record:
+                out.setdefault("mix_per_expert", []).append(t_mix_pe)
+                out.setdefault("adam_tables_per_expert", []).append(t_adam_pe)
         if record:
             out.setdefault("mix", []).append(t_mix)
             memory.setdefault(config.key, memory_of(setup, config.top_k))
@@ -361,6 +397,9 @@ def measure(args, grid: Dict[str, int]) -> Dict:
                 "us_per_sample": {part: 1e6 * value / n for part, value in med.items()},
                 "us_per_sample_with_adam": 1e6 * (med["step"] + med["adam"]) / n,
             }
+        if "mix_per_expert" in raw:
+            row["what_if_per_expert"] = {"mix_s": statistics.median(raw["mix_per_expert"]),
+                                         "adam_tables_s": statistics.median(raw["adam_tables_per_expert"])}
         row["raw"] = raw
         results.append(row)
     return {
@@ -504,6 +543,22 @@ def markdown(data: Dict, meta: Dict) -> str:
                 f"{e['us_per_sample_with_adam']:.2f} | {1e3 * sec['step']:.0f} | {1e3 * sec['mix']:.1f} | "
                 f"{1e3 * sec['adam']:.1f} |")
         lines.append("")
+    # --- what-if
+    what_if = [row for row in results if "what_if_per_expert" in row]
+    if what_if:
+        lines += ["## What-if: experts as separate parameters (dict case, not the model's code)", "",
+                  "The model's mixing and Adam against the same tables held as K parameters (mixing stacks the k "
+                  "chosen ones; Adam updates only experts that got a gradient). Per step, ms; `adam` here is the "
+                  "whole optimiser step (tables, decoder, codes) for the model and the tables alone for the what-if.",
+                  "", "| configuration | mix (model) | mix (per-expert) | adam (model) | adam tables (per-expert) |"
+                  " mix + adam (model) | mix + adam (per-expert) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in what_if:
+            w = row["what_if_per_expert"]
+            adam_model = row["per_n"][str(n_big)]["seconds"]["adam"]
+            lines.append(f"| {label(row)} | {1e3 * row['mix_s']:.1f} | {1e3 * w['mix_s']:.1f} | {1e3 * adam_model:.1f} "
+                         f"| {1e3 * w['adam_tables_s']:.1f} | {1e3 * (row['mix_s'] + adam_model):.0f} "
+                         f"| {1e3 * (w['mix_s'] + w['adam_tables_s']):.0f} |")
+        lines.append("")
     # --- memory
     lines += ["## Memory (MiB)", "",
               "Tables = all K experts (float32); table grad = their dense gradient in a trained step; Adam = "
@@ -608,6 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-levels", type=int, default=None, help="override the model default (8)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: K 1 16, k 1 4 16, 256x32 and 64x32 samples, 4 scenes, 2 rounds")
+    parser.add_argument("--what-if", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time mixing + Adam with the experts as separate parameters (dict case)")
+    parser.add_argument("--render-only", type=Path, default=None,
+                        help="re-write the markdown and figure from this JSON of an earlier run (e.g. with --notes)")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "field_cost.md")
     parser.add_argument("--notes", type=Path, default=None, help="markdown file appended as the 'Reading' section")
     return parser
@@ -660,13 +719,31 @@ def run(args, command: str) -> Dict:
     return data
 
 
+def render_only(args) -> Dict:
+    """Report of an earlier run's JSON (its own command and date stay); only the notes are replaced."""
+    if not args.render_only.is_file():
+        raise NIDInputError(f"--render-only file {args.render_only} does not exist; pass the .json of a finished run")
+    data = json.loads(args.render_only.read_text())
+    meta = data["meta"]
+    if args.notes is not None:
+        meta["notes"] = args.notes.read_text()
+    out = args.output
+    write_atomic(out.with_suffix(".json"), json.dumps(data, indent=1))  # the notes travel with the numbers
+    plot(data, out.with_suffix(".png"))
+    write_atomic(out, markdown(data, meta))
+    return data
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     install_excepthook()
     args = build_parser().parse_args(argv)
     if args.notes is not None and not args.notes.is_file():
         raise NIDInputError(f"--notes file {args.notes} does not exist; pass an existing markdown file or drop --notes")
     command = "python scripts/benchmark_field_cost.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    data = run(args, command.strip())
+    if args.render_only is not None:
+        data = render_only(args)
+    else:
+        data = run(args, command.strip())
     for r in data["ratios"]:
         print(f"{r['case']:6s} N={r['n']:>7,}  {r['what']:24s} {r['ratio']:.2f}x")
     print(f"wrote {args.output}, {args.output.with_suffix('.json')}, {args.output.with_suffix('.png')}")
