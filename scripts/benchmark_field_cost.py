@@ -320,11 +320,10 @@ def build_setups(args, grid: Dict[str, int], workdir: Path) -> Tuple[List[Setup]
             configs += [Config("solve", num_experts, k) for k in ks]
         if "dict" in args.cases:
             setup = add("dict", source, args.scenes)
-        if args.what_if and num_experts > 1:
-            setup.per_expert = PerExpertTables(source)
+            if args.what_if and num_experts > 1:
+                setup.per_expert = PerExpertTables(source)
             configs += [Config("dict", num_experts, k) for k in ks]
-        else:
-            del source
+        del source
     return setups, configs
 
 

@@ -40,6 +40,15 @@ def test_dict_step_trains_only_the_selected_experts(bench):
     grads = model.field.gate.codes.grad
     for s in range(3):
         assert (grads[s].abs() > 0).sum() == (2 if s in used else 0)
+    # the per-expert what-if gives the same mixed tables and gradients to the chosen experts only
+    what_if = bench.PerExpertTables(model)
+    upstream = torch.randn(len(used), 2 * 256, 2)
+    what_if.mix(model, used, upstream)
+    assert {i for i, p in enumerate(what_if.params) if p.grad is not None} == selected
+    model.field.experts.tables.grad = None
+    (model.field.mixed_tables(used) * upstream).sum().backward()
+    for i in selected:
+        torch.testing.assert_close(what_if.params[i].grad, model.field.experts.tables.grad[i])
 
 
 def test_solve_model_loads_the_dictionary_frozen(bench, tmp_path):
@@ -81,4 +90,5 @@ def test_quick_run_writes_a_complete_report(bench, tmp_path):
             assert adam >= 2 * n_exp * table_bytes
         for n in ("128", "256"):
             assert row["per_n"][n]["seconds"]["step"] > 0
+    assert all(("what_if_per_expert" in r) == (r["case"] == "dict" and r["num_experts"] > 1) for r in data["results"])
     assert "k=16 / k=1 at K=16" in text and "## Memory (MiB)" in text
