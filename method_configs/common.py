@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-from nerfstudio.configs.base_config import ViewerConfig
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 
 from nid_nerf.datamanager import NIDDataManagerConfig
@@ -43,6 +44,8 @@ def trainer_config(
         steps_per_save=5 * eval_every,
         max_num_iterations=max_steps,
         mixed_precision=False,
+        # the machine's own device by default: a CPU-only machine needs no --machine.device-type cpu
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=NIDPipelineConfig(
             datamanager=NIDDataManagerConfig(
                 dataparser=dataparser, train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -128,13 +128,29 @@ class ExpertTables(nn.Module):
 
     def mix(self, expert_index: Int[Tensor, "k"], gate: Float[Tensor, "k"]) -> Float[Tensor, "LS F"]:
         """sum_i g_i T_i over the selected experts, flattened to [L * S, F]. Cost O(k L S F), not O(N)."""
-        if expert_index.numel() == self.num_experts:  # dense gate: no copy of the selected tables
-            chosen = self.tables
-            gate = torch.zeros_like(gate).index_copy(0, expert_index, gate)
-        else:
-            chosen = self.tables.index_select(0, expert_index)
-        mixed = torch.einsum("k,klsf->lsf", gate.to(chosen.dtype), chosen)
-        return mixed.reshape(-1, self.spec.features_per_level)
+        return self.mix_many([(expert_index, gate)])[0]
+
+    def mix_many(self, gates: Sequence[Tuple[Int[Tensor, "k"], Float[Tensor, "k"]]]) -> Float[Tensor, "B LS F"]:
+        """One mixed table per (expert_index, gate) pair, as a single gather and one matrix product.
+
+        The experts any pair uses are gathered once (one index_select, so its backward fills one
+        table-sized gradient, however many scenes a step draws) and the B mixes are one
+        [B, U] x [U, L*S*F] product over those U experts. Cost O(B U L S F) with U <= K.
+        """
+        index = torch.cat([i for i, _ in gates])
+        values = torch.cat([g for _, g in gates])
+        used, column = torch.unique(index, return_inverse=True)
+        rows = torch.repeat_interleave(
+            torch.arange(len(gates), device=index.device),
+            torch.tensor([i.numel() for i, _ in gates], device=index.device),
+        )
+        dtype = self.tables.dtype
+        mixing = values.new_zeros((len(gates), used.numel()), dtype=dtype).index_put(
+            (rows, column), values.to(dtype), accumulate=True
+        )
+        chosen = self.tables if used.numel() == self.num_experts else self.tables.index_select(0, used)
+        mixed = mixing @ chosen.reshape(used.numel(), -1)
+        return mixed.view(len(gates), -1, self.spec.features_per_level)
 
     def expert(self, i: int) -> Float[Tensor, "LS F"]:
         return self.tables[i].reshape(-1, self.spec.features_per_level)

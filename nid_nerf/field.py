@@ -92,17 +92,16 @@ class NIDField(nn.Module):
 
         Inside ``with field.mixing_once():`` each scene's table is mixed once and reused by every lookup.
         """
+        key = tuple(int(s) for s in scenes)
         cache = self._mix_cache
+        if cache is not None and key in cache:
+            return cache[key]
+        mixed = self.experts.mix_many([self.gate(s) for s in key])
+        if self.residual is not None:
+            mixed = mixed + self.residual
         if cache is not None:
-            missing = [int(s) for s in scenes if int(s) not in cache]
-            for s in missing:
-                cache[s] = self._mix_one(s)
-            return torch.stack([cache[int(s)] for s in scenes])
-        return torch.stack([self._mix_one(int(s)) for s in scenes])
-
-    def _mix_one(self, scene: int) -> Float[Tensor, "LS F"]:
-        table = self.experts.mix(*self.gate(scene))
-        return table if self.residual is None else table + self.residual
+            cache[key] = mixed
+        return mixed
 
     @contextmanager
     def mixing_once(self) -> Iterator[None]:
