@@ -107,6 +107,10 @@ class NIDCollectionDataParser(DataParser):
         finally:
             CONSOLE.quiet = quiet
         CONSOLE.log(f"nid-collection: {len(parsers)} scenes, {sum(len(o.image_filenames) for o in per_scene)} {split} images")
+        hidden = [f for o in per_scene for f in o.metadata.get("occlusion_hidden_fractions") or []]
+        if hidden:
+            CONSOLE.log(f"nid-collection: --occlusion {self.config.occlusion:g} hides {sum(hidden) / len(hidden):.1%} "
+                        f"of the object pixels of {len(hidden)} training images")
 
         masks = [o.mask_filenames for o in per_scene]
         if any(m is None for m in masks) and any(m is not None for m in masks):

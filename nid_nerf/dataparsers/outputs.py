@@ -13,7 +13,11 @@ SCENE_INDEX = "scene_index"
 """Key of the per-image scene index: in ``cameras.metadata`` (shape [N, 1], reaches ``RayBundle.metadata``)
 and in ``DataparserOutputs.metadata`` (shape [N])."""
 
-PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX)
+OCCLUSION_KEYS = ("occlusion_filenames", "occlusion_hidden_fractions")
+"""Per training image, with --occlusion: its hidden region (PNG, 255 = hidden) and the share of its object
+pixels that is hidden (see nid_nerf.data.occlusion)."""
+
+PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX, *OCCLUSION_KEYS)
 """Metadata entries with one item per image, which follow the images through subsets and concatenation."""
 
 
@@ -92,7 +96,7 @@ def concat_lists(values: List[Any]) -> Any:
 
 
 def merge_metadata(per_scene: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str, Any]:
-    return {
+    merged = {
         SCENE_INDEX: torch.cat([m[SCENE_INDEX] for m in per_scene], 0),
         "scene_names": list(names),
         "num_scenes": len(names),
@@ -101,3 +105,7 @@ def merge_metadata(per_scene: Sequence[Dict[str, Any]], names: Sequence[str]) ->
         "depth_unit_scale_factor": per_scene[0].get("depth_unit_scale_factor", 1e-3),
         "mask_color": None,
     }
+    if all("occlusion" in m for m in per_scene):
+        merged["occlusion"] = per_scene[0]["occlusion"]
+        merged.update({key: concat_lists([m.get(key) for m in per_scene]) for key in OCCLUSION_KEYS})
+    return merged

@@ -3,6 +3,11 @@
 It checks the input first, so bad data gives one line that names the file and the fix. It keeps the scene's
 frame by default (no re-orienting or re-scaling; object-centric data is already normalised) and can keep only
 ``num_train_views`` spread-out training views (farthest-point sampling on the camera centres).
+
+Training masks (see :mod:`nid_nerf.dataparsers.masks`): frames' ``mask_path`` (``--masks auto``) or the
+renderer's object masks (``--masks object``), a ``--mask-dir``, and synthetic ``--occlusion`` are ANDed into
+one mask per training image; masked pixels are never drawn, so they never reach the loss. Eval images keep
+only the scene's own masks.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from nid_nerf.dataparsers.few_view import select_train_views
+from nid_nerf.dataparsers.masks import TrainingMaskOptions, apply_training_masks
 from nid_nerf.dataparsers.outputs import subset_outputs, tag_scene
 from nid_nerf.dataparsers.validation import (
     check_data_path,
     check_frames,
     check_images,
+    check_masks,
     check_split_lists,
     detect_format,
     read_json,
 )
+from nid_nerf.data.occlusion import check_fraction
 from nid_nerf.errors import NIDInputError
 
 DEFAULT_BOX_HALF = {"nerfstudio": 1.0, "blender": 1.5}
@@ -72,6 +80,17 @@ class NIDSceneDataParserConfig(DataParserConfig):
     eval_interval: int = 8
     check_images: bool = True
     """Open and verify every image once (catches missing, corrupt or mis-sized files with a clear message)."""
+    mask_dir: Optional[Path] = None
+    """Training masks: a folder with one single-channel mask per training image, named like the image
+    (nonzero = train on the pixel). Relative paths are looked up in the scene folder first. ANDed with the
+    masks of --masks; eval images are not masked."""
+    occlusion: float = 0.0
+    """Synthetic occlusion (inpainting): hide about this fraction (0..0.9) of each training image's object
+    pixels behind a random occluder, left out of the loss. 0 = off; eval images are untouched."""
+    occlusion_seed: int = 0
+    """Seed of the synthetic occluders (each image's occluder depends only on the seed and the image)."""
+    occlusion_shape: Literal["rectangle", "blobs"] = "rectangle"
+    """Occluder: one random rectangle, or the union of 2-4 random ellipses."""
 
 
 @dataclass
@@ -84,12 +103,18 @@ class NIDSceneDataParser(DataParser):
         self._object_masks: Dict[Path, Path] = {}
 
     @property
+    def scene_root(self) -> Path:
+        data = Path(self.config.data)
+        return data.parent if data.suffix.lower() == ".json" else data
+
+    @property
     def scene_name(self) -> str:
         data = Path(self.config.data)
         return data.parent.name if data.suffix.lower() == ".json" else data.name
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         check_data_path(self.config.data)
+        check_fraction(self.config.occlusion)
         fmt = self.config.format if self.config.format != "auto" else detect_format(self.config.data)
         if fmt == "nerfstudio":
             outputs, file_box = self._nerfstudio_outputs(split)
@@ -98,8 +123,21 @@ class NIDSceneDataParser(DataParser):
         outputs = self._apply_masks_policy(outputs)
         if split == "train":
             outputs = self._select_train_views(outputs)
+            outputs = apply_training_masks(
+                outputs, self.scene_root, self.scene_name, self._object_masks, self._mask_options()
+            )
+            hidden = outputs.metadata.get("occlusion_hidden_fractions")
+            if hidden:
+                CONSOLE.log(
+                    f"{self.scene_name}: --occlusion {self.config.occlusion:g} hides {np.mean(hidden):.1%} of the object "
+                    f"pixels of {len(hidden)} training images (masks in {Path(outputs.mask_filenames[0]).parent.parent})"
+                )
         outputs = replace(outputs, scene_box=self._scene_box(fmt, file_box))
         return tag_scene(outputs, 0, self.scene_name)
+
+    def _mask_options(self) -> TrainingMaskOptions:
+        c = self.config
+        return TrainingMaskOptions(c.mask_dir, c.occlusion, c.occlusion_seed, c.occlusion_shape)
 
     # ---------------------------------------------------------------- nerfstudio format
     def _nerfstudio_outputs(self, split: str) -> Tuple[DataparserOutputs, Optional[List]]:
@@ -154,7 +192,7 @@ class NIDSceneDataParser(DataParser):
             )
         if self.config.masks != "ignore":
             if with_masks and self.config.check_images:
-                check_images([path.parent / f["mask_path"] for f in frames], path)
+                check_masks([path.parent / f["mask_path"] for f in frames], path, sizes)
         self._checked[str(path)] = True
 
     @staticmethod

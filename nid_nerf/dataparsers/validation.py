@@ -164,6 +164,34 @@ def check_images(
     return sizes
 
 
+def check_masks(masks: Sequence[Path], source: Path, expected_sizes: Sequence[Tuple[int, int]]) -> None:
+    """Each mask exists, decodes, has one channel and the (width, height) of its image."""
+    for mask, expected in zip(masks, expected_sizes):
+        mask = Path(mask)
+        if not mask.is_file():
+            raise NIDInputError(
+                f"mask {mask} is missing (listed in {source}); restore it, fix its mask_path, or pass --masks ignore"
+            )
+        try:
+            with Image.open(mask) as im:
+                size, bands = im.size, im.getbands()
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise NIDInputError(
+                f"mask {mask} is corrupt or not an image ({type(err).__name__}); re-export it or pass --masks ignore"
+            ) from None
+        if len(bands) != 1:
+            raise NIDInputError(
+                f"mask {mask} has {len(bands)} channels; save it as a single-channel (L) PNG, nonzero = train on the "
+                "pixel (nerfstudio reads masks that way)"
+            )
+        if tuple(size) != tuple(expected):
+            raise NIDInputError(
+                f"mask {mask} is {size[0]}x{size[1]} but {source.name} says its image is {expected[0]}x{expected[1]}; "
+                "resize the mask to the image (nearest neighbour) or fix its mask_path"
+            )
+
+
 def _subdirs(path: Path) -> List[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
