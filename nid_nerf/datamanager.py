@@ -1,18 +1,30 @@
-"""Datamanager with a switch between uniform and residual (INT) ray sampling.
+"""Datamanager with a switch between uniform and residual (INT) ray sampling, sharded across processes.
 
 It runs in the main process on purpose: nerfstudio's parallel datamanager samples rays in worker
-processes that would never see the residual updates. Each training process (rank) owns its own
-sampler and residual map; nothing here assumes a single process.
+processes that would never see the residual updates.
+
+Multi-process training (``--machine.num-devices N``): each process (rank) owns a disjoint shard of the
+training images, dealt like cards scene by scene (``nid_nerf.distributed.shard_images``): every rank
+still sees every scene of a collection, but different views of it, so the N ranks together train on
+N different ray batches per step. Only the image loader is sharded: it caches and serves this rank's
+images only; the cameras, the ray generator and the residual map keep the global image indices, so
+``batch["indices"]`` means the same thing in every process. Each rank's residual sampler keeps its
+own residual map, in which only the images it owns are ever visited. The ranks draw different pixels
+because they own different images and because nerfstudio's ``train_loop`` seeds torch / numpy /
+random with ``machine.seed + rank``, which are the generators the pixel samplers and the image cache
+draw from. With one process nothing is sharded: behaviour is exactly the single-process one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Tuple, Type
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
@@ -20,7 +32,9 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
+from nerfstudio.utils.rich_utils import CONSOLE
 
+from nid_nerf.distributed import rank_and_world_size, scenes_of, shard_images
 from nid_nerf.errors import NIDInputError
 from nid_nerf.sampler import ResidualPixelSampler, ResidualPixelSamplerConfig
 
@@ -46,6 +60,35 @@ def image_sizes(dataset: InputDataset) -> List[Tuple[int, int]]:
     return [(int(h), int(w)) for h, w in zip(heights, widths)]
 
 
+def scene_indices(dataset: InputDataset) -> Optional[List[int]]:
+    """Scene of every image (``cameras.metadata["scene_index"]`` of a nid-collection), None for a single scene."""
+    metadata = dataset.cameras.metadata or {}
+    tags = metadata.get("scene_index")
+    return None if tags is None else [int(t) for t in tags.reshape(-1).tolist()]
+
+
+class ImageShard(Dataset):
+    """The images ``indices`` of ``dataset``: item k is ``dataset[indices[k]]``, whose ``image_idx`` stays global.
+
+    Its ``cameras`` are all of the dataset's cameras, so rays and residual maps built from it index
+    images globally.
+    """
+
+    def __init__(self, dataset: InputDataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Dict:
+        return self.dataset[self.indices[k]]
+
+    @property
+    def cameras(self):
+        return self.dataset.cameras
+
+
 class NIDDataManager(VanillaDataManager):
     """VanillaDataManager whose training pixel sampler can be the residual sampler.
 
@@ -54,6 +97,53 @@ class NIDDataManager(VanillaDataManager):
     """
 
     config: NIDDataManagerConfig
+    train_shard: Optional[List[int]] = None
+    """Training images this process owns (None: one process, all images)."""
+
+    def setup_train(self):
+        rank, world_size = rank_and_world_size(self.world_size, self.local_rank)
+        self.rank = rank
+        if world_size == 1:
+            self.train_shard = None
+            super().setup_train()
+        else:
+            full = self.train_dataset
+            scenes = scene_indices(full)
+            self.train_shard = shard_images(scenes, len(full), rank, world_size)
+            counts = scenes_of(scenes, self.train_shard)
+            CONSOLE.print(
+                f"Process {rank} of {world_size}: {len(self.train_shard)} of {len(full)} training images "
+                f"({len(counts)} scene(s))"
+            )
+            # the image loader caches and serves only this rank's images; cameras stay global
+            self.train_dataset = ImageShard(full, self.train_shard)  # type: ignore[assignment]
+            try:
+                super().setup_train()
+            finally:
+                self.train_dataset = full
+            self._restrict_previews_to_shard()
+        self.rays_per_image = torch.zeros(len(self.train_dataset), dtype=torch.long)
+
+    def _restrict_previews_to_shard(self) -> None:
+        """Residual previews show images this rank trains on (the others stay unvisited in its map)."""
+        sampler = self.residual_sampler
+        if sampler is None or self.train_shard is None:
+            return
+        owned = list(self.train_shard)
+        # ResidualPixelSampler has no preview-list option; its previews read this method
+        sampler.preview_image_indices = lambda: owned[: sampler.config.preview_images]  # type: ignore[method-assign]
+
+    def shard_report(self) -> Dict:
+        """This rank's share of the training data: owned images, their scenes, rays drawn per image so far."""
+        owned = self.train_shard if self.train_shard is not None else list(range(len(self.train_dataset)))
+        drawn = torch.nonzero(self.rays_per_image).reshape(-1).tolist()
+        return {
+            "rank": getattr(self, "rank", 0),
+            "images": owned,
+            "scene_image_counts": {str(k): v for k, v in scenes_of(scene_indices(self.train_dataset), owned).items()},
+            "rays_drawn": int(self.rays_per_image.sum()),
+            "rays_per_image": {str(i): int(self.rays_per_image[i]) for i in drawn},
+        }
 
     def _get_pixel_sampler(self, dataset: InputDataset, num_rays_per_batch: int) -> PixelSampler:
         is_train = dataset is getattr(self, "train_dataset", None)
@@ -70,7 +160,7 @@ class NIDDataManager(VanillaDataManager):
             )
         sampler = super()._get_pixel_sampler(dataset, num_rays_per_batch)  # equirectangular / fisheye kwargs
         assert isinstance(sampler, ResidualPixelSampler)
-        sampler.build_map(image_sizes(dataset))
+        sampler.build_map(image_sizes(dataset))  # all images (global indices), also for a shard
         return sampler
 
     def _uniform_sampler(self, dataset: InputDataset, num_rays_per_batch: int) -> PixelSampler:
@@ -92,7 +182,10 @@ class NIDDataManager(VanillaDataManager):
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         if self.residual_sampler is not None:
             self.residual_sampler.set_step(step)
-        return super().next_train(step)
+        ray_bundle, batch = super().next_train(step)
+        images = batch["indices"][:, 0].to("cpu", torch.long)
+        self.rays_per_image += torch.bincount(images, minlength=self.rays_per_image.shape[0])
+        return ray_bundle, batch
 
     def observe_residuals(self, batch: Dict, per_ray_residual: Float[Tensor, "num_rays"]) -> None:
         """Feed the per-ray residual of the rays just trained back to the sampler (no-op for uniform)."""
@@ -112,7 +205,17 @@ class NIDDataManager(VanillaDataManager):
         writer.put_scalar(name="Sampler/residual_share", scalar=sampler.share(step), step=step)
         writer.put_scalar(name="Sampler/pool_factor", scalar=sampler.pool_factor(step), step=step)
         if sampler.residual_map is not None:
-            writer.put_scalar(name="Sampler/visited_fraction", scalar=sampler.residual_map.visited_fraction(), step=step)
+            writer.put_scalar(name="Sampler/visited_fraction", scalar=self._visited_fraction(), step=step)
+
+    def _visited_fraction(self) -> float:
+        """Share of the residual-map cells visited, over the images this rank owns."""
+        rmap = self.residual_sampler.residual_map if self.residual_sampler is not None else None
+        if rmap is None:
+            return 0.0
+        if self.train_shard is None:
+            return rmap.visited_fraction()
+        cells = torch.cat([rmap.image(i).reshape(-1) for i in self.train_shard])
+        return float(torch.isfinite(cells).float().mean())
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))

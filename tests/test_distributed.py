@@ -1,0 +1,218 @@
+"""Multi-process training on CPU through nerfstudio's own launcher (gloo), and the sharding of the data.
+
+Fast (default run): the sharding rule; two datamanagers built as rank 0 and rank 1 of a tiny
+collection; nerfstudio's ``launch`` starting 2 gloo processes that take a DDP step on a tiny module.
+Slow (``-m slow``): ``ns-train nid-dict --machine.num-devices 2 --machine.device-type cpu`` end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nid_nerf.distributed import install_gloo_worker, shard_images
+from nid_nerf.errors import NIDInputError
+
+torch.set_num_threads(1)
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env,
+                          timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("collection")
+    result = run(["nid-render-collection", "--family", "vases", "--count", "3", "--resolution", "32",
+                  "--views-train", "8", "--views-test", "2", "--output", out, "--quiet", "--workers", "1"])
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+# ------------------------------------------------------------------------------------------- sharding rule
+
+
+def test_shards_are_disjoint_balanced_and_cover_every_scene():
+    scene = [0] * 8 + [1] * 8 + [2] * 5  # scene-major, like a nid-collection
+    shards = [shard_images(scene, len(scene), r, 2) for r in range(2)]
+    assert set(shards[0]).isdisjoint(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(len(scene)))
+    assert abs(len(shards[0]) - len(shards[1])) <= 1
+    for shard in shards:  # every rank sees every scene, through different views
+        assert {scene[i] for i in shard} == {0, 1, 2}
+
+
+def test_sharding_follows_scenes_not_dataset_order():
+    scene = [1, 0, 1, 0, 1, 0, 0, 1]  # interleaved: i % 2 would give each rank a single scene
+    for r in range(2):
+        shard = shard_images(scene, len(scene), r, 2)
+        assert sorted(scene[i] for i in shard) == [0, 0, 1, 1]
+
+
+def test_sharding_without_scenes_and_with_one_process():
+    assert shard_images(None, 7, 1, 3) == [1, 4]
+    assert shard_images([0, 0, 1], 3, 0, 1) == [0, 1, 2]  # one process: everything, in dataset order
+    with pytest.raises(NIDInputError, match="no training image"):
+        shard_images(None, 2, 2, 3)
+
+
+# ------------------------------------------------------------------------------------------- datamanager
+
+
+def make_dm(collection: Path, world_size: int, rank: int):
+    from nid_nerf.dataparsers.collection import NIDCollectionDataParserConfig
+    from nid_nerf.datamanager import NIDDataManagerConfig
+
+    config = NIDDataManagerConfig(dataparser=NIDCollectionDataParserConfig(data=collection),
+                                  train_num_rays_per_batch=256, eval_num_rays_per_batch=256)
+    torch.manual_seed(42 + rank)  # what nerfstudio's train_loop does per rank (machine.seed + rank)
+    return config.setup(device="cpu", test_mode="val", world_size=world_size, local_rank=rank)
+
+
+def test_two_ranks_own_and_draw_different_images(collection):
+    ranks = [make_dm(collection, 2, r) for r in range(2)]
+    num_images = len(ranks[0].train_dataset)
+    assert num_images == 24
+    shards = [dm.train_shard for dm in ranks]
+    assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(num_images))
+    scene = ranks[0].train_dataset.cameras.metadata["scene_index"].reshape(-1)
+    drawn = []
+    for dm, shard in zip(ranks, shards):
+        # the image cache holds this rank's images only; cameras and residual map stay global
+        assert sorted(dm.train_image_dataloader.cached_collated_batch["image_idx"].tolist()) == shard
+        assert len(dm.train_dataset) == num_images
+        assert dm.train_pixel_sampler.residual_map.num_images == num_images
+        pixels = set()
+        for step in range(3):
+            ray_bundle, batch = dm.next_train(step)
+            images = batch["indices"][:, 0]
+            assert set(images.tolist()) <= set(shard)
+            # rays carry the scene of their (global) image
+            assert torch.equal(ray_bundle.metadata["scene_index"].reshape(-1), scene[images])
+            dm.observe_residuals(batch, torch.rand(images.shape[0]))
+            pixels |= {tuple(p) for p in batch["indices"].tolist()}
+        assert set(scene[sorted({p[0] for p in pixels})].tolist()) == {0, 1, 2}, "each rank draws from every scene"
+        drawn.append(pixels)
+        # each rank's residual map: visited cells only in the images it owns
+        rmap = dm.train_pixel_sampler.residual_map
+        visited = [i for i in range(num_images) if torch.isfinite(rmap.image(i)).any()]
+        assert visited and set(visited) <= set(shard)
+        assert dm.train_pixel_sampler.preview_image_indices() == shard[:4]
+        report = dm.shard_report()
+        assert report["images"] == shard and report["rays_drawn"] == 3 * 256
+        assert set(map(int, report["rays_per_image"])) <= set(shard)
+    assert drawn[0].isdisjoint(drawn[1])
+
+
+def test_one_process_is_not_sharded(collection):
+    dm = make_dm(collection, 1, 0)
+    assert dm.train_shard is None
+    assert dm.train_image_dataloader.dataset is dm.train_dataset  # nerfstudio's own loader, untouched
+    assert len(dm.train_image_dataloader.cached_collated_batch["image_idx"]) == 24
+
+
+# ------------------------------------------------------------------------------------------- launcher
+
+
+def ddp_probe(local_rank: int, world_size: int, config, global_rank: int = 0) -> None:
+    """Runs in each spawned process: one DDP step on rank-dependent data, results gathered on rank 0."""
+    import torch.distributed as dist
+    from nerfstudio.utils import comms
+
+    from nid_nerf.distributed import gather_objects, rank_and_world_size, wrap_ddp
+
+    torch.manual_seed(global_rank)  # different initial weights: DDP must copy rank 0's
+    model = torch.nn.Linear(3, 1)
+    ddp = wrap_ddp(model, "cpu", local_rank)
+    x = torch.full((4, 3), float(global_rank + 1))
+    ddp(x).sum().backward()
+    rank, world = rank_and_world_size()
+    mine = {"rank": rank, "world": world, "backend": str(dist.get_backend()), "local_size": comms.get_local_size(),
+            "weight": model.weight.detach().tolist(), "grad": model.weight.grad.tolist(),
+            "threads": torch.get_num_threads()}
+    everyone = gather_objects(mine)
+    if rank == 0:
+        Path(config.out).write_text(json.dumps(everyone))
+
+
+def test_nerfstudio_launch_runs_two_gloo_processes_on_cpu(tmp_path, monkeypatch):
+    from nerfstudio.configs.base_config import LoggingConfig, MachineConfig
+    from nerfstudio.scripts import train
+
+    monkeypatch.setattr(train, "_distributed_worker", train._distributed_worker)  # restored after the test
+    assert not install_gloo_worker(MachineConfig(num_devices=2, device_type="cuda"))
+    assert not install_gloo_worker(MachineConfig(num_devices=1, device_type="cpu"))
+    assert install_gloo_worker(MachineConfig(num_devices=2, device_type="cpu"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    out = tmp_path / "probe.json"
+    config = SimpleNamespace(out=str(out), logging=LoggingConfig())
+    train.launch(ddp_probe, num_devices_per_machine=2, dist_url=f"tcp://127.0.0.1:{free_port()}", config=config,
+                 device_type="cpu")
+    results = json.loads(out.read_text())
+    assert [r["rank"] for r in results] == [0, 1] and all(r["world"] == 2 for r in results)
+    assert all(r["backend"] == "gloo" and r["local_size"] == 2 for r in results)
+    assert results[0]["weight"] == results[1]["weight"], "DDP started both replicas from rank 0's weights"
+    # d sum(x w) / dw = 4 (rank + 1) per input; averaged over ranks: (4 + 8) / 2
+    for r in results:
+        assert r["grad"] == [[6.0, 6.0, 6.0]]
+        assert r["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_ns_train_nid_dict_with_two_cpu_processes(collection, tmp_path):
+    steps = 6
+    result = run([
+        "ns-train", "nid-dict", "--data", collection, "--output-dir", tmp_path,
+        "--machine.num-devices", "2", "--machine.device-type", "cpu",
+        "--machine.dist-url", f"tcp://127.0.0.1:{free_port()}",
+        "--max-num-iterations", steps, "--steps-per-save", steps,
+        "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True",
+        "--pipeline.datamanager.train-num-rays-per-batch", "256",
+        "--pipeline.model.num-experts", "4", "--pipeline.model.top-k", "2",
+        "--pipeline.model.dense-warmup-steps", "3", "--pipeline.model.grid-resolution", "24",
+        "--pipeline.model.num-fine-samples", "16", "--pipeline.model.log2-table-size", "12",
+        "--experiment-name", "e", "--timestamp", "t",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "e" / "nid-dict" / "t"
+
+    ckpts = list((run_dir / "nerfstudio_models").glob("*.ckpt"))
+    assert [c.name for c in ckpts] == [f"step-{steps - 1:09d}.ckpt"]
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert any(k.endswith("field.experts.tables") for k in state["pipeline"])
+    assert not any(".module." in k for k in state["pipeline"]), "single-process key layout"
+    payload = torch.load(run_dir / "dictionary.pt", weights_only=True)
+    assert payload["codes"].shape == (3, 4)
+    assert not list(run_dir.rglob(".*tmp")), "no half-written file left behind"
+
+    shards = json.loads((run_dir / "shards.json").read_text())
+    ranks = shards["ranks"]
+    assert shards["world_size"] == 2 and [r["rank"] for r in ranks] == [0, 1]
+    assert set(ranks[0]["images"]).isdisjoint(ranks[1]["images"])
+    assert sorted(ranks[0]["images"] + ranks[1]["images"]) == list(range(24))
+    for r in ranks:
+        assert r["rays_drawn"] == steps * 256
+        assert set(map(int, r["rays_per_image"])) <= set(r["images"]), "each rank drew from its own images only"
+        assert set(r["scene_image_counts"]) == {"0", "1", "2"}
+    assert ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"], "DDP kept the replicas identical"
