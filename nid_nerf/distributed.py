@@ -136,6 +136,19 @@ def wrap_ddp(module: nn.Module, device: str, local_rank: int, find_unused_parame
     )
 
 
+def rewrap_ddp(ddp: DDP, device: str, local_rank: int, find_unused_parameters: bool = True) -> DDP:
+    """A fresh wrapper of ``ddp.module`` after parameters were switched on or off for training.
+
+    DDP synchronises the parameters that required grad when it was built, so a parameter switched on
+    later (nid-field's residual table at the solve -> refine switch) would otherwise train on each
+    rank's own gradients and the replicas would drift apart. The old wrapper's gradient hooks are
+    removed so that it no longer reduces anything. Collective: every rank re-wraps at the same step.
+    """
+    if hasattr(ddp, "_remove_autograd_hooks"):
+        ddp._remove_autograd_hooks()
+    return wrap_ddp(ddp.module, device, local_rank, find_unused_parameters)
+
+
 # ----------------------------------------------------------------------------------------------
 # launcher
 # ----------------------------------------------------------------------------------------------

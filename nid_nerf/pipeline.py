@@ -17,7 +17,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nid_nerf.distributed import trainable_parameters, wrap_ddp
+from nid_nerf.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
 
 
 @dataclass
@@ -55,20 +55,20 @@ class NIDPipeline(VanillaPipeline):
 
     def _wrap(self) -> None:
         model = self.model  # unwrapped
-        old = self._model if model is not self._model else None
-        if old is not None and hasattr(old, "_remove_autograd_hooks"):
-            old._remove_autograd_hooks()  # the old wrapper must not reduce gradients any more
         self._model = wrap_ddp(model, self._device_name, self.local_rank, self.config.find_unused_parameters)
         self._ddp_trainable = trainable_parameters(model)
 
     def _rewrap_if_trainable_changed(self, step: int) -> None:
-        """DDP synchronises the parameters that required grad when it was built; re-wrap when that set changes.
+        """Re-wrap when the set of trainable parameters changed (nid-field's solve -> refine switch).
 
-        The solve -> refine switch of nid-field turns the residual table trainable mid-run; every rank
-        does it at the same step, so every rank re-wraps (a collective) at the same step.
+        The model's callbacks switch parameters at a given step, identically on every rank, so every
+        rank re-wraps (a collective) at the same step.
         """
         if trainable_parameters(self.model) != self._ddp_trainable:
-            self._wrap()
+            model = self.model
+            self._model = rewrap_ddp(self._model, self._device_name, self.local_rank,  # type: ignore[arg-type]
+                                     self.config.find_unused_parameters)
+            self._ddp_trainable = trainable_parameters(model)
             CONSOLE.log(f"nid: trainable parameters changed at step {step}; DDP re-wrapped the model")
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:

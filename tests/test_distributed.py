@@ -136,16 +136,22 @@ def ddp_probe(local_rank: int, world_size: int, config, global_rank: int = 0) ->
     import torch.distributed as dist
     from nerfstudio.utils import comms
 
-    from nid_nerf.distributed import gather_objects, rank_and_world_size, wrap_ddp
+    from nid_nerf.distributed import gather_objects, rank_and_world_size, rewrap_ddp, wrap_ddp
 
     torch.manual_seed(global_rank)  # different initial weights: DDP must copy rank 0's
     model = torch.nn.Linear(3, 1)
+    model.bias.requires_grad_(False)  # switched on later, like nid-field's residual table
     ddp = wrap_ddp(model, "cpu", local_rank)
-    x = torch.full((4, 3), float(global_rank + 1))
-    ddp(x).sum().backward()
+    x = torch.ones(4, 3)
+    (ddp(x).sum() * (global_rank + 1)).backward()  # d/dw = 4 (rank + 1) per input
+    weight_grad = model.weight.grad.tolist()
+    model.bias.requires_grad_(True)
+    model.zero_grad()
+    ddp = rewrap_ddp(ddp, "cpu", local_rank)
+    (ddp(x).sum() * (global_rank + 1)).backward()  # d/db = 4 (rank + 1)
     rank, world = rank_and_world_size()
     mine = {"rank": rank, "world": world, "backend": str(dist.get_backend()), "local_size": comms.get_local_size(),
-            "weight": model.weight.detach().tolist(), "grad": model.weight.grad.tolist(),
+            "weight": model.weight.detach().tolist(), "weight_grad": weight_grad, "bias_grad": model.bias.grad.item(),
             "threads": torch.get_num_threads()}
     everyone = gather_objects(mine)
     if rank == 0:
@@ -170,49 +176,79 @@ def test_nerfstudio_launch_runs_two_gloo_processes_on_cpu(tmp_path, monkeypatch)
     assert [r["rank"] for r in results] == [0, 1] and all(r["world"] == 2 for r in results)
     assert all(r["backend"] == "gloo" and r["local_size"] == 2 for r in results)
     assert results[0]["weight"] == results[1]["weight"], "DDP started both replicas from rank 0's weights"
-    # d sum(x w) / dw = 4 (rank + 1) per input; averaged over ranks: (4 + 8) / 2
+    # gradients 4 (rank + 1) averaged over the ranks: (4 + 8) / 2, also for the parameter switched on later
     for r in results:
-        assert r["grad"] == [[6.0, 6.0, 6.0]]
+        assert r["weight_grad"] == [[6.0, 6.0, 6.0]]
+        assert r["bias_grad"] == 6.0, "the re-wrapped DDP reduces the newly trainable parameter"
         assert r["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 # ------------------------------------------------------------------------------------------- end to end
 
+TWO_CPU_PROCESSES = ["--machine.num-devices", "2", "--machine.device-type", "cpu",
+                     "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True",
+                     "--pipeline.datamanager.train-num-rays-per-batch", "256",
+                     "--pipeline.model.grid-resolution", "24", "--pipeline.model.num-fine-samples", "16",
+                     "--experiment-name", "e", "--timestamp", "t"]
+STEPS = 6
 
-@pytest.mark.slow
-def test_ns_train_nid_dict_with_two_cpu_processes(collection, tmp_path):
-    steps = 6
-    result = run([
-        "ns-train", "nid-dict", "--data", collection, "--output-dir", tmp_path,
-        "--machine.num-devices", "2", "--machine.device-type", "cpu",
-        "--machine.dist-url", f"tcp://127.0.0.1:{free_port()}",
-        "--max-num-iterations", steps, "--steps-per-save", steps,
-        "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True",
-        "--pipeline.datamanager.train-num-rays-per-batch", "256",
-        "--pipeline.model.num-experts", "4", "--pipeline.model.top-k", "2",
-        "--pipeline.model.dense-warmup-steps", "3", "--pipeline.model.grid-resolution", "24",
-        "--pipeline.model.num-fine-samples", "16", "--pipeline.model.log2-table-size", "12",
-        "--experiment-name", "e", "--timestamp", "t",
-    ])
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = tmp_path / "e" / "nid-dict" / "t"
 
-    ckpts = list((run_dir / "nerfstudio_models").glob("*.ckpt"))
-    assert [c.name for c in ckpts] == [f"step-{steps - 1:09d}.ckpt"]
-    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
-    assert any(k.endswith("field.experts.tables") for k in state["pipeline"])
-    assert not any(".module." in k for k in state["pipeline"]), "single-process key layout"
-    payload = torch.load(run_dir / "dictionary.pt", weights_only=True)
-    assert payload["codes"].shape == (3, 4)
-    assert not list(run_dir.rglob(".*tmp")), "no half-written file left behind"
-
+def assert_sharded_and_in_sync(run_dir: Path, num_images: int, scenes: set) -> None:
     shards = json.loads((run_dir / "shards.json").read_text())
     ranks = shards["ranks"]
     assert shards["world_size"] == 2 and [r["rank"] for r in ranks] == [0, 1]
     assert set(ranks[0]["images"]).isdisjoint(ranks[1]["images"])
-    assert sorted(ranks[0]["images"] + ranks[1]["images"]) == list(range(24))
+    assert sorted(ranks[0]["images"] + ranks[1]["images"]) == list(range(num_images))
     for r in ranks:
-        assert r["rays_drawn"] == steps * 256
+        assert r["rays_drawn"] == STEPS * 256
         assert set(map(int, r["rays_per_image"])) <= set(r["images"]), "each rank drew from its own images only"
-        assert set(r["scene_image_counts"]) == {"0", "1", "2"}
+        assert set(r["scene_image_counts"]) == scenes
     assert ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"], "DDP kept the replicas identical"
+    assert not list(run_dir.rglob(".*tmp")), "no half-written file left behind"
+
+
+@pytest.fixture(scope="module")
+def dict_run(collection, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dict2")
+    result = run([
+        "ns-train", "nid-dict", "--data", collection, "--output-dir", out,
+        "--machine.dist-url", f"tcp://127.0.0.1:{free_port()}",
+        "--max-num-iterations", STEPS, "--steps-per-save", STEPS,
+        "--pipeline.model.num-experts", "4", "--pipeline.model.top-k", "2",
+        "--pipeline.model.dense-warmup-steps", "3", "--pipeline.model.log2-table-size", "12",
+        *TWO_CPU_PROCESSES,
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "e" / "nid-dict" / "t"
+
+
+@pytest.mark.slow
+def test_ns_train_nid_dict_with_two_cpu_processes(dict_run):
+    ckpts = list((dict_run / "nerfstudio_models").glob("*.ckpt"))
+    assert [c.name for c in ckpts] == [f"step-{STEPS - 1:09d}.ckpt"]
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert any(k.endswith("field.experts.tables") for k in state["pipeline"])
+    assert not any(".module." in k for k in state["pipeline"]), "single-process key layout"
+    payload = torch.load(dict_run / "dictionary.pt", weights_only=True)
+    assert payload["codes"].shape == (3, 4)
+    assert (dict_run / "dataparser_transforms.json").is_file()
+    assert_sharded_and_in_sync(dict_run, 24, {"0", "1", "2"})
+
+
+@pytest.mark.slow
+def test_ns_train_nid_field_solve_then_refine_with_two_cpu_processes(dict_run, collection, tmp_path):
+    dictionary = dict_run / "dictionary.pt"
+    result = run([
+        "ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path,
+        "--pipeline.model.dictionary-path", dictionary, "--pipeline.model.solve-steps", "3",
+        "--max-num-iterations", STEPS, "--steps-per-save", STEPS, *TWO_CPU_PROCESSES,
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "e" / "nid-field" / "t"
+    state = torch.load(next(run_dir.rglob("*.ckpt")), weights_only=True)["pipeline"]
+    tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
+    assert torch.equal(tables, torch.load(dictionary, weights_only=True)["tables"])
+    residual = next(v for k, v in state.items() if k.endswith("field.residual"))
+    assert residual.abs().sum() > 0, "the refine stage trained the residual table"
+    # equal checksums after the refine switch: the residual table is averaged over the ranks too
+    assert_sharded_and_in_sync(run_dir, 8, {"0"})
