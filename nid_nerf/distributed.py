@@ -6,7 +6,7 @@ each process runs nerfstudio's ``train_loop`` (seeded with ``machine.seed + rank
 per-process ``_distributed_worker`` asserts that CUDA is available (and that ``num_devices`` GPUs
 exist) before it would pick gloo for CPU, so CPU processes never start. :func:`install_gloo_worker`
 puts :func:`gloo_worker` in its place for CPU runs only; it does what nerfstudio's worker does
-(process group, per-machine group in ``comms.LOCAL_PROCESS_GROUP``, ``main_func``, barrier, teardown)
+(process group, per-machine group in ``comms.LOCAL_PROCESS_GROUP``, ``main_func``, teardown)
 without the CUDA checks. Spawning, joining, Ctrl-C and ``--machine.dist-url auto`` stay nerfstudio's.
 
 The rest of multi-process training lives where it belongs:
@@ -194,9 +194,10 @@ def gloo_worker(
             group = dist.new_group(list(range(machine * num_devices_per_machine, (machine + 1) * num_devices_per_machine)))
             if machine == machine_rank:
                 comms.LOCAL_PROCESS_GROUP = group
-        output = main_func(local_rank, world_size, config, global_rank)
-        comms.synchronize()
-        return output
+        # no closing barrier (nerfstudio's worker has one): with viewer.quit_on_train_completion False,
+        # rank 0 keeps serving the viewer after training and the other ranks would time out waiting for
+        # it; nothing collective follows training (the last collective is in NIDTrainer._after_train)
+        return main_func(local_rank, world_size, config, global_rank)
     finally:
         dist.destroy_process_group()
 

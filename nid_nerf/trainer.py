@@ -86,8 +86,12 @@ class NIDTrainer(Trainer):
     def train(self) -> None:
         self._route_dataparser_transform()
         super().train()
+
+    def _after_train(self) -> None:
+        # before nerfstudio's _after_train, where rank 0 may stay serving the viewer for good
         if self.world_size > 1:
             self._write_shard_report()
+        super()._after_train()
 
     def _route_dataparser_transform(self) -> None:
         """nerfstudio's train() writes dataparser_transforms.json from every process: rank 0 writes it, atomically."""
