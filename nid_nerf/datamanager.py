@@ -36,7 +36,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nid_nerf.distributed import rank_and_world_size, scenes_of, shard_images
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampler import ResidualPixelSampler, ResidualPixelSamplerConfig
+from nid_nerf.sampler import MaskedPixelSamplerConfig, ResidualPixelSampler, ResidualPixelSamplerConfig
 
 
 @dataclass
@@ -164,10 +164,10 @@ class NIDDataManager(VanillaDataManager):
         return sampler
 
     def _uniform_sampler(self, dataset: InputDataset, num_rays_per_batch: int) -> PixelSampler:
-        """nerfstudio's own sampler, configured from the base fields of ``pixel_sampler``."""
+        """nerfstudio's uniform sampler (with the one-image mask fix), configured from the base fields of ``pixel_sampler``."""
         base_fields = {f.name for f in dataclasses.fields(PixelSamplerConfig) if f.name != "_target"}
         residual_config = self.config.pixel_sampler
-        uniform_config = PixelSamplerConfig(**{k: getattr(residual_config, k) for k in base_fields})
+        uniform_config = MaskedPixelSamplerConfig(**{k: getattr(residual_config, k) for k in base_fields})
         self.config.pixel_sampler, saved = uniform_config, residual_config  # type: ignore[assignment]
         try:
             return super()._get_pixel_sampler(dataset, num_rays_per_batch)

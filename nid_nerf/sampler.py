@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -191,8 +191,50 @@ class ResidualMap:
 # ----------------------------------------------------------------------------------------------
 
 
+class MaskedPixelSampler(PixelSampler):
+    """nerfstudio's PixelSampler with a mask-rejection draw that works for any number of images.
+
+    nerfstudio 1.1.5 squeezes the [N, H, W, 1] mask before indexing it, which breaks with a single
+    training image (or per-image list batches); it also falls back to draws without replacement,
+    which fail when more rays are asked for than the mask leaves. Here the mask keeps its image
+    axis, and the fallback draws visible pixels with replacement.
+    """
+
+    def rejection_sample_mask(
+        self,
+        mask: Tensor,
+        num_samples: int,
+        num_images: int,
+        image_height: int,
+        image_width: int,
+        device: Union[torch.device, str],
+    ) -> Int[Tensor, "batch_size 3"]:
+        visible = mask.reshape(num_images, image_height, image_width, -1)[..., 0].bool().to(device)
+        extent = torch.tensor([num_images, image_height, image_width], device=device)
+        indices = (torch.rand((num_samples, 3), device=device) * extent).long()
+        for _ in range(self.config.max_num_iterations):
+            rejected = ~visible[indices[:, 0], indices[:, 1], indices[:, 2]]
+            count = int(rejected.sum())
+            if count == 0:
+                return indices
+            indices[rejected] = (torch.rand((count, 3), device=device) * extent).long()
+        candidates = torch.nonzero(visible)
+        if candidates.shape[0] == 0:
+            raise NIDInputError(
+                "every training pixel is masked out; check the masks (nonzero = train on the pixel) or --occlusion"
+            )
+        return candidates[torch.randint(candidates.shape[0], (num_samples,), device=device)]
+
+
 @dataclass
-class ResidualPixelSamplerConfig(PixelSamplerConfig):
+class MaskedPixelSamplerConfig(PixelSamplerConfig):
+    """Config of :class:`MaskedPixelSampler` (uniform sampling, mask aware for one or many images)."""
+
+    _target: Type = field(default_factory=lambda: MaskedPixelSampler)
+
+
+@dataclass
+class ResidualPixelSamplerConfig(MaskedPixelSamplerConfig):
     """Residual (INT) pixel sampler; the base class' fields (masks, rays per batch, ...) keep their meaning."""
 
     _target: Type = field(default_factory=lambda: ResidualPixelSampler)
@@ -240,7 +282,7 @@ class ResidualPixelSamplerConfig(PixelSamplerConfig):
     """How many training images the tensorboard previews show side by side."""
 
 
-class ResidualPixelSampler(PixelSampler):
+class ResidualPixelSampler(MaskedPixelSampler):
     """Picks rays where the residual map is largest, with a uniform floor. See the module docstring.
 
     Extra kwargs (from the datamanager): ``image_sizes`` = [(h, w)] of every training image, in

@@ -312,15 +312,16 @@ def test_samplers_with_one_view_and_mixed_resolutions(rendered, sampler):
         assert inside == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="nerfstudio 1.1.5 PixelSampler.rejection_sample_mask indexes mask.squeeze(), which drops the image axis "
-    "of a one-image mask batch; fix: override it in nid_nerf/sampler.py (index mask[..., 0]) and remove this xfail",
-)
 @pytest.mark.parametrize("sampler", ["uniform", "residual"])
 def test_one_masked_view_with_rejection_sampling(rendered, sampler):
-    _draw(NIDSceneDataParserConfig(data=rendered / "mugs_0000", occlusion=0.3, num_train_views=1), sampler, steps=1)
+    """nerfstudio 1.1.5's rejection draw squeezes away the image axis of a one-image mask batch;
+    nid_nerf.sampler.MaskedPixelSampler keeps it (and mixed-resolution list batches work too)."""
+    one = NIDSceneDataParserConfig(data=rendered / "mugs_0000", occlusion=0.3, num_train_views=1)
+    mixed = NIDCollectionDataParserConfig(data=rendered, occlusion=0.5)
+    for dataparser in (one, mixed):
+        manager, indices = _draw(dataparser, sampler, steps=2)
+        inside, _ = _masked_hits(manager, indices)
+        assert inside == 0
 
 
 # ------------------------------------------------------------------------------------------------------------

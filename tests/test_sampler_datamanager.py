@@ -14,12 +14,11 @@ from PIL import Image
 
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.data.pixel_samplers import PixelSampler
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 
 from nid_nerf.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampler import ResidualPixelSampler
+from nid_nerf.sampler import MaskedPixelSampler, ResidualPixelSampler
 
 torch.set_num_threads(1)
 
@@ -86,7 +85,7 @@ def test_residual_datamanager_samples_observes_and_previews(scene):
 
     dm = make_dm(scene, pixel_sampler=ResidualPixelSamplerConfig(map_stride=1, update_weight=1.0))
     assert isinstance(dm.train_pixel_sampler, ResidualPixelSampler)
-    assert type(dm.eval_pixel_sampler) is PixelSampler  # evaluation stays uniform
+    assert type(dm.eval_pixel_sampler) is MaskedPixelSampler  # evaluation stays uniform
     rmap = dm.train_pixel_sampler.residual_map
     assert rmap.num_images == 6 and rmap.values.numel() == 6 * 16 * 16 and rmap.stride == 1
     callbacks = dm.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None))
@@ -118,7 +117,7 @@ def test_residual_datamanager_samples_observes_and_previews(scene):
 
 def test_uniform_switch_is_nerfstudio_pixel_sampler(scene):
     dm = make_dm(scene, sampler="uniform")
-    assert type(dm.train_pixel_sampler) is PixelSampler
+    assert type(dm.train_pixel_sampler) is MaskedPixelSampler
     assert dm.train_pixel_sampler.num_rays_per_batch == 64
     assert dm.residual_images() == {}
     assert dm.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None)) == []
