@@ -129,9 +129,7 @@ class NIDDataManager(VanillaDataManager):
         sampler = self.residual_sampler
         if sampler is None or self.train_shard is None:
             return
-        owned = list(self.train_shard)
-        # ResidualPixelSampler has no preview-list option; its previews read this method
-        sampler.preview_image_indices = lambda: owned[: sampler.config.preview_images]  # type: ignore[method-assign]
+        sampler.preview_indices = list(self.train_shard)
 
     def shard_report(self) -> Dict:
         """This rank's share of the training data: owned images, their scenes, rays drawn per image so far."""

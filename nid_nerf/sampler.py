@@ -534,9 +534,14 @@ class ResidualPixelSampler(MaskedPixelSampler):
 
     # -- previews -------------------------------------------------------------------------------
 
+    preview_indices: Optional[List[int]] = None
+    """Images the tensorboard previews show (e.g. a rank's own shard); None: the first ones."""
+
     def preview_image_indices(self) -> List[int]:
         if self.residual_map is None:
             return []
+        if self.preview_indices is not None:
+            return list(self.preview_indices)[: self.config.preview_images]
         return list(range(min(self.config.preview_images, self.residual_map.num_images)))
 
     def residual_images(self, max_side: int = 256) -> Dict[str, Float[Tensor, "H W 3"]]:
