@@ -258,10 +258,44 @@ class Config:
     case: str
     num_experts: int
     top_k: int
+    allocator: str = "glibc"
 
     @property
     def key(self) -> str:
-        return f"{self.case}/K{self.num_experts}/k{self.top_k}"
+        tail = "" if self.allocator == "glibc" else f"+{self.allocator}"
+        return f"{self.case}/K{self.num_experts}/k{self.top_k}{tail}"
+
+
+ALLOCATORS = ("glibc", "keep")
+"""glibc: the C allocator as configured by default; keep: it keeps freed memory for reuse (``mallopt``)."""
+
+
+def set_allocator(name: str, explicit: bool) -> None:
+    """Switch glibc malloc between its default thresholds and keeping freed memory (no page faults on reuse).
+
+    glibc serves allocations above its mmap threshold (raised dynamically up to 32 MiB) with fresh mmap'd
+    pages and unmaps them on free, so every large temporary of a step (gathered tables, a dense table
+    gradient, Adam's temporaries) is page-faulted in again, step after step. ``keep`` raises the mmap and
+    trim thresholds so freed blocks stay in the heap. With ``explicit`` False and ``glibc`` nothing is touched;
+    otherwise ``glibc`` sets the thresholds the dynamic rule converges to (32 MiB / 64 MiB) and trims the heap.
+    """
+    if name == "glibc" and not explicit:
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        raise NIDInputError("--allocator keep needs glibc's mallopt (Linux); run with --allocator glibc") from None
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if name == "keep":
+        ok = mallopt(m_mmap_threshold, ctypes.c_int(2**30)) and mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+    else:
+        ok = mallopt(m_mmap_threshold, ctypes.c_int(32 * 2**20)) and mallopt(m_trim_threshold, ctypes.c_int(64 * 2**20))
+        trim(ctypes.c_size_t(0))
+    if not ok:
+        raise NIDInputError(f"glibc refused the '{name}' malloc thresholds; run with --allocator glibc")
 
 
 def memory_of(setup: Setup, top_k: int) -> Dict[str, float]:
@@ -339,6 +373,9 @@ def measure(args, grid: Dict[str, int]) -> Dict:
     with tempfile.TemporaryDirectory(prefix="field_cost_") as tmp:
         setups, configs = build_setups(args, grid, Path(tmp))
     by_key = {(s.case, s.num_experts): s for s in setups}
+    allocators = list(ALLOCATORS) if args.allocator == "both" else [args.allocator]
+    configs = [Config(c.case, c.num_experts, c.top_k, a) for a in allocators for c in configs]
+    explicit = allocators != ["glibc"]
     sample_counts = sorted(next(iter(setups)).batches)
     times: Dict[str, Dict[str, List[float]]] = {c.key: {} for c in configs}
     memory: Dict[str, Dict[str, float]] = {}
@@ -346,6 +383,7 @@ def measure(args, grid: Dict[str, int]) -> Dict:
 
     def run_config(config: Config, record: bool) -> None:
         setup = by_key[(config.case, config.num_experts)]
+        set_allocator(config.allocator, explicit)
         set_top_k(setup.model, config.top_k)
         scenes = list(range(setup.num_scenes))
         out = times[config.key]
@@ -413,11 +451,17 @@ def measure(args, grid: Dict[str, int]) -> Dict:
 # ----------------------------------------------------------------------------------------------
 # ratios and report
 # ----------------------------------------------------------------------------------------------
-def find(results: List[Dict], case: str, num_experts: int, top_k: int) -> Optional[Dict]:
+def find(results: List[Dict], case: str, num_experts: int, top_k: int, allocator: str = "glibc") -> Optional[Dict]:
     for row in results:
-        if row["case"] == case and row["num_experts"] == num_experts and row["top_k"] == top_k:
+        if (row["case"], row["num_experts"], row["top_k"], row.get("allocator", "glibc")) == (
+                case, num_experts, top_k, allocator):
             return row
     return None
+
+
+def allocators_of(data: Dict) -> List[str]:
+    present = {row.get("allocator", "glibc") for row in data["results"]}
+    return [a for a in ALLOCATORS if a in present]
 
 
 def ratios(data: Dict, with_adam: bool = False) -> List[Dict]:
@@ -431,28 +475,33 @@ def ratios(data: Dict, with_adam: bool = False) -> List[Dict]:
     cases = sorted({row["case"] for row in data["results"] if row["case"] != "scratch"})
     ks = sorted({row["top_k"] for row in data["results"]})
     big_k = sorted({row["num_experts"] for row in data["results"]})
-    for case in cases:
-        for n in data["sample_counts"]:
-            for num_experts in big_k:
-                hi, lo = find(data["results"], case, num_experts, 16), find(data["results"], case, num_experts, 1)
-                if hi and lo:
-                    out.append({"case": case, "n": n, "what": f"k=16 / k=1 at K={num_experts}",
-                                "ratio": cost(hi, n) / cost(lo, n)})
-            for top_k in ks:
-                hi, lo = find(data["results"], case, 256, top_k), find(data["results"], case, 16, top_k)
-                if hi and lo:
-                    out.append({"case": case, "n": n, "what": f"K=256 / K=16 at k={top_k}",
-                                "ratio": cost(hi, n) / cost(lo, n)})
+    res = data["results"]
+    for alloc in allocators_of(data):
+        for case in cases:
+            for n in data["sample_counts"]:
+                for num_experts in big_k:
+                    hi, lo = find(res, case, num_experts, 16, alloc), find(res, case, num_experts, 1, alloc)
+                    if hi and lo:
+                        out.append({"case": case, "allocator": alloc, "n": n, "what": f"k=16 / k=1 at K={num_experts}",
+                                    "ratio": cost(hi, n) / cost(lo, n)})
+                for top_k in ks:
+                    hi, lo = find(res, case, 256, top_k, alloc), find(res, case, 16, top_k, alloc)
+                    if hi and lo:
+                        out.append({"case": case, "allocator": alloc, "n": n, "what": f"K=256 / K=16 at k={top_k}",
+                                    "ratio": cost(hi, n) / cost(lo, n)})
     return out
 
 
-def amortising_samples(data: Dict, case: str, num_experts: int, top_k: int, base_k: int = 1) -> Optional[float]:
+def amortising_samples(
+    data: Dict, case: str, num_experts: int, top_k: int, base_k: int = 1, allocator: str = "glibc"
+) -> Optional[float]:
     """Samples per step at which the extra mixing of k over base_k costs (TARGET_RATIO - 1) of base_k's step.
 
     base per-sample cost c = (step - mix) / N at the largest N (no mixing); the extra is the difference
     of the two mixing times, a per-step constant: N* = extra / ((TARGET_RATIO - 1) c) - mix_base / c.
     """
-    hi, lo = find(data["results"], case, num_experts, top_k), find(data["results"], case, num_experts, base_k)
+    hi = find(data["results"], case, num_experts, top_k, allocator)
+    lo = find(data["results"], case, num_experts, base_k, allocator)
     if not hi or not lo:
         return None
     n = max(data["sample_counts"])
@@ -465,9 +514,10 @@ def amortising_samples(data: Dict, case: str, num_experts: int, top_k: int, base
 
 
 def label(row: Dict) -> str:
+    tail = "" if row.get("allocator", "glibc") == "glibc" else f" [{row['allocator']}]"
     if row["case"] == "scratch":
-        return "scratch (K=1, fixed code)"
-    return f"{row['case']} K={row['num_experts']} k={row['top_k']}"
+        return f"scratch (K=1, fixed code){tail}"
+    return f"{row['case']} K={row['num_experts']} k={row['top_k']}{tail}"
 
 
 def markdown(data: Dict, meta: Dict) -> str:
@@ -503,31 +553,40 @@ def markdown(data: Dict, meta: Dict) -> str:
         "(decoder, encodings, glue); `+adam` = step + the Adam update of the trained parameters.",
         "",
     ]
+    if len(allocators_of(data)) > 1:
+        lines += ["Allocator: `glibc` = glibc malloc with the thresholds its dynamic rule settles on (blocks over "
+                  "32 MiB are mmap'd fresh and unmapped on free, so they are page-faulted in again every step); "
+                  "`keep` = `mallopt` raises the mmap and trim thresholds (1 GiB, 2 GiB) so freed blocks are reused. "
+                  "Both are measured in the same round-robin, switched before each configuration.", ""]
     # --- targets
     lines += ["## Targets (issue #4)", "",
               f"Target: each ratio <= {TARGET_RATIO}. Ratio of per-sample `step` cost (and with the Adam update).", "",
-              "| case | N | ratio | step | step + adam | target |", "|---|---:|---|---:|---:|---|"]
+              "| case | allocator | N | ratio | step | step + adam | target (step) |",
+              "|---|---|---:|---|---:|---:|---|"]
     plain, adam = ratios(data), ratios(data, with_adam=True)
     for r, ra in zip(plain, adam):
         ok = "met" if r["ratio"] <= TARGET_RATIO else "**missed**"
-        lines.append(f"| {r['case']} | {r['n']:,} | {r['what']} | {r['ratio']:.2f}x | {ra['ratio']:.2f}x | {ok} |")
+        lines.append(f"| {r['case']} | {r.get('allocator', 'glibc')} | {r['n']:,} | {r['what']} | {r['ratio']:.2f}x "
+                     f"| {ra['ratio']:.2f}x | {ok} |")
     lines.append("")
     # --- amortisation
     amort = []
-    for case in ("dict", "solve"):
-        for num_experts in sorted({row["num_experts"] for row in results}):
-            for top_k in (4, 16, 64):
-                need = amortising_samples(data, case, num_experts, top_k)
-                if need is not None and find(results, case, num_experts, top_k):
-                    amort.append((case, num_experts, top_k, need))
+    for alloc in allocators_of(data):
+        for case in ("dict", "solve"):
+            for num_experts in sorted({row["num_experts"] for row in results}):
+                for top_k in (4, 16, 64):
+                    need = amortising_samples(data, case, num_experts, top_k, allocator=alloc)
+                    if need is not None and find(results, case, num_experts, top_k, alloc):
+                        amort.append((alloc, case, num_experts, top_k, need))
     if amort:
         lines += ["Samples per step at which k's extra mixing (over k=1) fits the 1.3x target, from the measured "
                   f"mixing times and the k=1 per-sample cost without mixing at N = {n_big:,}:", "",
-                  "| case | K | k | mix k=1 (ms) | mix k (ms) | N needed for <= 1.3x |", "|---|---:|---:|---:|---:|---:|"]
-        for case, num_experts, top_k, need in amort:
-            lo, hi = find(results, case, num_experts, 1), find(results, case, num_experts, top_k)
-            lines.append(f"| {case} | {num_experts} | {top_k} | {1e3 * lo['mix_s']:.1f} | {1e3 * hi['mix_s']:.1f} "
-                         f"| {need:,.0f} |")
+                  "| case | allocator | K | k | mix k=1 (ms) | mix k (ms) | N needed for <= 1.3x |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for alloc, case, num_experts, top_k, need in amort:
+            lo, hi = find(results, case, num_experts, 1, alloc), find(results, case, num_experts, top_k, alloc)
+            lines.append(f"| {case} | {alloc} | {num_experts} | {top_k} | {1e3 * lo['mix_s']:.1f} | "
+                         f"{1e3 * hi['mix_s']:.1f} | {need:,.0f} |")
         lines.append("")
     # --- full grid per N
     for n in counts:
@@ -593,16 +652,21 @@ def plot(data: Dict, path: Path) -> None:
     counts = data["sample_counts"]
     n_big = max(counts)
     fig, axes = plt.subplots(len(cases), 2, figsize=(11, 3.6 * len(cases)), squeeze=False)
+    allocs = allocators_of(data)
     scratch = find(results, "scratch", 1, 1)
+    # curves: (N, allocator) pairs; with two allocators only the largest N, allocator by line style
+    curves = [(n, allocs[0]) for n in sorted(counts, reverse=True)] if len(allocs) == 1 else [(n_big, a) for a in allocs]
     for i, case in enumerate(cases):
         ax = axes[i][0]
-        rows = [r for r in results if r["case"] == case]
+        rows = [r for r in results if r["case"] == case and r.get("allocator", "glibc") == allocs[0]]
         for j, num_experts in enumerate(sorted({r["num_experts"] for r in rows})):
-            sub = sorted((r for r in rows if r["num_experts"] == num_experts), key=lambda r: r["top_k"])
             color = f"C{j}"
-            for n, style in zip(sorted(counts, reverse=True), ("-", "--", ":")):
+            for (n, alloc), style in zip(curves, ("-", "--", ":")):
+                sub = sorted((r for r in results if r["case"] == case and r["num_experts"] == num_experts
+                              and r.get("allocator", "glibc") == alloc), key=lambda r: r["top_k"])
+                tag = f"N={n:,}" if len(allocs) == 1 else alloc
                 ax.plot([r["top_k"] for r in sub], [r["per_n"][str(n)]["us_per_sample"]["step"] for r in sub],
-                        style, marker="o", color=color, label=f"K={num_experts}, N={n:,}")
+                        style, marker="o", color=color, label=f"K={num_experts}, {tag}")
         if scratch:
             ax.axhline(scratch["per_n"][str(n_big)]["us_per_sample"]["step"], color="k", lw=0.8, ls=":",
                        label=f"scratch K=1, N={n_big:,}")
@@ -615,14 +679,18 @@ def plot(data: Dict, path: Path) -> None:
         ax = axes[i][1]
         names = [f"K{r['num_experts']}\nk{r['top_k']}" for r in rows]
         bottom = [0.0] * len(rows)
-        for part, color in (("lookup", "#4c72b0"), ("rest", "#55a868"), ("mix", "#c44e52")):
+        for part, color in (("lookup", "#4c72b0"), ("rest", "#55a868"), ("mix", "#c44e52"), ("adam", "#bbbbbb")):
             vals = [max(0.0, r["per_n"][str(n_big)]["us_per_sample"][part]) for r in rows]
-            ax.bar(range(len(rows)), vals, bottom=bottom, color=color, label=part)
+            ax.bar(range(len(rows)), vals, bottom=bottom, color=color, label=part if part != "adam" else "Adam update")
             bottom = [b + v for b, v in zip(bottom, vals)]
+        if len(allocs) > 1:
+            other = [find(results, r["case"], r["num_experts"], r["top_k"], allocs[1]) for r in rows]
+            ax.plot(range(len(rows)), [o["per_n"][str(n_big)]["us_per_sample_with_adam"] for o in other], "kx",
+                    label=f"step + Adam, {allocs[1]}")
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, fontsize=7)
         ax.set_ylabel("us per sample")
-        ax.set_title(f"{case}: where the time goes, N={n_big:,}")
+        ax.set_title(f"{case}: where the time goes, N={n_big:,}" + (f" ({allocs[0]})" if len(allocs) > 1 else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -662,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-levels", type=int, default=None, help="override the model default (8)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: K 1 16, k 1 4 16, 256x32 and 64x32 samples, 4 scenes, 2 rounds")
+    parser.add_argument("--allocator", choices=["glibc", "keep", "both"], default="glibc",
+                        help="glibc malloc as is, with freed memory kept for reuse (mallopt), or both interleaved")
     parser.add_argument("--what-if", action=argparse.BooleanOptionalAction, default=True,
                         help="also time mixing + Adam with the experts as separate parameters (dict case)")
     parser.add_argument("--render-only", type=Path, default=None,

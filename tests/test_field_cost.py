@@ -92,3 +92,12 @@ def test_quick_run_writes_a_complete_report(bench, tmp_path):
             assert row["per_n"][n]["seconds"]["step"] > 0
     assert all(("what_if_per_expert" in r) == (r["case"] == "dict" and r["num_experts"] > 1) for r in data["results"])
     assert "k=16 / k=1 at K=16" in text and "## Memory (MiB)" in text
+
+
+def test_allocator_both_measures_each_configuration_twice(bench, tmp_path):
+    out = tmp_path / "alloc.md"
+    bench.main(["--cases", "solve", "--experts", "4", "--top-k", "1", "--sizes", "16x4", "--reps", "1", "--threads", "1",
+                "--log2-table-size", "8", "--num-levels", "2", "--allocator", "both", "--output", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(r["allocator"] for r in data["results"]) == ["glibc", "keep"]
+    assert "solve K=4 k=1 [keep]" in out.read_text()
