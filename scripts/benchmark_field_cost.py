@@ -558,6 +558,8 @@ def markdown(data: Dict, meta: Dict) -> str:
                   "32 MiB are mmap'd fresh and unmapped on free, so they are page-faulted in again every step); "
                   "`keep` = `mallopt` raises the mmap and trim thresholds (1 GiB, 2 GiB) so freed blocks are reused. "
                   "Both are measured in the same round-robin, switched before each configuration.", ""]
+    if meta.get("notes"):
+        lines += ["## Reading", "", meta["notes"].strip(), ""]
     # --- targets
     lines += ["## Targets (issue #4)", "",
               f"Target: each ratio <= {TARGET_RATIO}. Ratio of per-sample `step` cost (and with the Adam update).", "",
@@ -627,13 +629,13 @@ def markdown(data: Dict, meta: Dict) -> str:
               "| configuration | tables | table grad | Adam state | mixed / step | selected / step | mix bwd / scene |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for row in results:
+        if row.get("allocator", "glibc") != allocators_of(data)[0]:
+            continue  # the same tensors under either allocator
         m = row["memory"]
         lines.append(f"| {label(row)} | {m['tables_mib']:.1f} | {m['table_grad_mib']:.1f} | {m['adam_state_mib']:.1f} "
                      f"| {m['mixed_per_step_mib']:.1f} | {m['selected_tables_mib']:.1f} | {m['mix_backward_per_scene_mib']:.1f} |")
     lines += ["", f"Peak resident memory of the whole benchmark process: {meta['peak_rss_mib']:,.0f} MiB.", ""]
     lines += ["![per-sample cost against k, and where the time goes](field_cost.png)", ""]
-    if meta.get("notes"):
-        lines += ["## Reading", "", meta["notes"], ""]
     return "\n".join(lines)
 
 
