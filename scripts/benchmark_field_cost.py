@@ -26,8 +26,13 @@ k of one K share one set of tables and one Adam state. Per configuration it time
 Per-sample cost = time / (R x S). Configurations are measured round-robin (one of each in turn, the start
 rotated every repetition) after one untimed warm-up round; medians over ``--reps`` are reported.
 
-    python scripts/benchmark_field_cost.py                          # full run: docs/field_cost.{md,json,png}
-    python scripts/benchmark_field_cost.py --quick --output /tmp/fc.md   # smoke run (a minute)
+Two what-ifs, timed in the same round-robin (neither is what the model does today): ``--allocator both``
+measures every configuration also with glibc malloc keeping freed memory (``mallopt``), and the ``dict``
+case also times mixing + Adam with the experts held as K separate parameters (lazy Adam).
+
+    python scripts/benchmark_field_cost.py --threads 1 --allocator both --reps 3   # docs/field_cost.{md,json,png}
+    python scripts/benchmark_field_cost.py --quick --output /tmp/fc.md             # smoke run (under a minute)
+    python scripts/benchmark_field_cost.py --render-only docs/field_cost.json --notes notes.md  # re-write the report
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
