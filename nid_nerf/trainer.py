@@ -19,6 +19,7 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nid_nerf.allocator import keep_freed_memory
 from nid_nerf.distributed import gather_objects, install_gloo_worker, is_main_process
 from nid_nerf.errors import NIDInputError
 
@@ -83,6 +84,10 @@ class NIDTrainerConfig(TrainerConfig):
 
 
 class NIDTrainer(Trainer):
+    def setup(self, test_mode="val") -> None:
+        keep_freed_memory()  # 10-34 % faster CPU steps; see nid_nerf.allocator
+        super().setup(test_mode=test_mode)
+
     def train(self) -> None:
         self._route_dataparser_transform()
         super().train()

@@ -195,3 +195,15 @@ def test_implementation_choice_without_tinycudann(monkeypatch):
     monkeypatch.setattr(tcnn_backend, "tcnn_available", lambda: True)
     assert tcnn_backend.resolve_implementation("auto") == "tcnn"
     assert tcnn_backend.resolve_implementation("torch") == "torch"
+
+
+def test_keep_freed_memory_is_on_by_default_and_can_be_turned_off(monkeypatch):
+    import ctypes.util
+
+    from nid_nerf.allocator import keep_freed_memory
+
+    monkeypatch.setenv("NID_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("NID_KEEP_FREED_MEMORY")
+    if ctypes.util.find_library("c") and "libc.so.6" in (ctypes.util.find_library("c") or ""):
+        assert keep_freed_memory() is True
