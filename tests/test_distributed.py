@@ -7,6 +7,7 @@ Slow (``-m slow``): ``ns-train nid-dict --machine.num-devices 2 --machine.device
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -156,6 +157,11 @@ def ddp_probe(local_rank: int, world_size: int, config, global_rank: int = 0) ->
     everyone = gather_objects(mine)
     if rank == 0:
         Path(config.out).write_text(json.dumps(everyone))
+    # tear the DDP reducers down on every rank before the worker destroys the process group: a reducer freed
+    # by the garbage collector after that point aborts the process ("terminate called without an active exception")
+    del ddp
+    gc.collect()
+    dist.barrier()
 
 
 def test_nerfstudio_launch_runs_two_gloo_processes_on_cpu(tmp_path, monkeypatch):
