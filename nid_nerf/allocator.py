@@ -19,13 +19,25 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
 
+KEEP = (2**30, 2**31 - 1)
+"""(mmap threshold, trim threshold) that keep freed blocks in the heap."""
+GLIBC_CONVERGED = (32 * 2**20, 64 * 2**20)
+"""The thresholds glibc's dynamic rule converges to (its defaults after large frees)."""
+
+
+def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc ``mallopt`` of both thresholds; False off glibc or when glibc refuses a value."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold))
+                and mallopt(M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold)))
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds (idempotent). False (and nothing changed) off glibc, or when
     ``NID_KEEP_FREED_MEMORY=0``."""
     if os.environ.get("NID_KEEP_FREED_MEMORY", "1") == "0":
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, ctypes.c_int(2**30)) and mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)))
+    return set_malloc_thresholds(*KEEP)

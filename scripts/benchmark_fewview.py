@@ -348,6 +348,8 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nid_nerf.bench.report import save_figure_atomic
+
     colors = {"solve": "tab:orange", "solve + refine": "tab:red", "scratch": "tab:blue", "nerfacto": "tab:gray"}
     fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 4), squeeze=False)
     for ax, collection in zip(axes[0], collections):
@@ -365,8 +367,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(views_path, dpi=120)
-    plt.close(fig)
+    save_figure_atomic(fig, views_path, dpi=120)
 
     shown_views = [v for v in (3, args.all_views_count) if any(r.views == v for r in runs)]
     fig, axes = plt.subplots(len(shown_views), len(collections), figsize=(5 * len(collections), 3.6 * len(shown_views)),
@@ -391,8 +392,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
             ax.set_title(f"{collection.name}, {'all' if views >= args.all_views_count else views} views (each line a scene)")
             ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(time_path, dpi=120)
-    plt.close(fig)
+    save_figure_atomic(fig, time_path, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from nerfstudio.data.scene_box import SceneBox  # noqa: E402
 from nerfstudio.engine.optimizers import Optimizers  # noqa: E402
 
 from method_configs.common import optimizers as method_optimizers  # noqa: E402
-from nid_nerf.bench.report import machine_summary, write_atomic  # noqa: E402
+from nid_nerf.bench.report import machine_summary, save_figure_atomic, write_atomic  # noqa: E402
 from nid_nerf.dictionary import export_dictionary  # noqa: E402
 from nid_nerf.encoding import corner_lookup, interpolate  # noqa: E402
 from nid_nerf.errors import NIDInputError, install_excepthook  # noqa: E402
@@ -288,16 +288,14 @@ def set_allocator(name: str, explicit: bool) -> None:
         return
     import ctypes
 
+    from nid_nerf.allocator import GLIBC_CONVERGED, KEEP, set_malloc_thresholds
+
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         raise NIDInputError("--allocator keep needs glibc's mallopt (Linux); run with --allocator glibc") from None
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if name == "keep":
-        ok = mallopt(m_mmap_threshold, ctypes.c_int(2**30)) and mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
-    else:
-        ok = mallopt(m_mmap_threshold, ctypes.c_int(32 * 2**20)) and mallopt(m_trim_threshold, ctypes.c_int(64 * 2**20))
+    ok = set_malloc_thresholds(*(KEEP if name == "keep" else GLIBC_CONVERGED))
+    if name != "keep":
         trim(ctypes.c_size_t(0))
     if not ok:
         raise NIDInputError(f"glibc refused the '{name}' malloc thresholds; run with --allocator glibc")
@@ -700,13 +698,7 @@ def plot(data: Dict, path: Path) -> None:
         ax.set_title(f"{case}: where the time goes, N={n_big:,}" + (f" ({allocs[0]})" if len(allocs) > 1 else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=90)
 
 
 # ----------------------------------------------------------------------------------------------

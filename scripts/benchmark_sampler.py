@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nid_nerf.bench.report import save_figure_atomic, write_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MESHES = REPO.parent / "shared" / "data" / "meshes"
 
@@ -488,23 +490,11 @@ def write_markdown(path: Path, text: str) -> None:
         if NOTES_BEGIN in old:
             notes = old[old.index(NOTES_BEGIN):]
     text = text + "\n" + (notes or NOTES_BEGIN + "\n")
-    atomic_write_text(path, text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def save_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_psnr(results: List[RunResult], rows: List[Dict], path: Path) -> None:
@@ -538,7 +528,6 @@ def plot_psnr(results: List[RunResult], rows: List[Dict], path: Path) -> None:
     fig.suptitle("uniform vs residual ray sampling (dashed: 95 % of uniform's final PSNR)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_selection(run: RunResult, gt: np.ndarray, path: Path, image_index: int) -> None:
@@ -581,7 +570,6 @@ def plot_selection(run: RunResult, gt: np.ndarray, path: Path, image_index: int)
     fig.suptitle(f"{run.scene}, training view {image_index}: where the residual sampler puts its rays", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -692,7 +680,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.median_iteration_ms:.0f} ms/iter "
                   f"(median), sampler {result.median_sampler_ms:.2f} ms/iter", flush=True)
         dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
-        atomic_write_text(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
+        write_atomic(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
                                                 indent=1, default=str))
     rows = summarise(results)
     plot_psnr(results, rows, args.plot)

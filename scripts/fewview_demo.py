@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -76,6 +75,8 @@ def figure(scene: Path, runs: Dict[str, Path], train_views: List[str], output: P
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from nid_nerf.bench.report import save_figure_atomic
+
     def on_white(image: np.ndarray) -> np.ndarray:
         image = image.astype(np.float32) / 255.0
         if image.shape[-1] == 4:
@@ -102,10 +103,7 @@ def figure(scene: Path, runs: Dict[str, Path], train_views: List[str], output: P
             axes[2 + i, j].imshow(both[:, half:])
             axes[2 + i, j].set_title(name, fontsize=8)
     fig.tight_layout()
-    tmp = output.with_name(output.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, output)
+    save_figure_atomic(fig, output, dpi=110)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -123,6 +121,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
     parser.add_argument("--mesh-resolution", type=int, default=128)
     args = parser.parse_args(argv)
+    from nid_nerf.bench.report import write_atomic
+
     start = time.perf_counter()
     logs = args.output / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -181,9 +181,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name, r in results.items():
         lines.append(f"- {name}: config `{runs[name] / 'config.yml'}`, mesh `{r['mesh']}`")
     page = args.output / "results.md"
-    tmp = page.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, page)
+    write_atomic(page, "\n".join(lines) + "\n")
     print("\n" + "\n".join(lines[:8 + len(results)]))
     print(f"\nresults page: {page}\nfigure:       {args.output / 'results.png'}\n"
           f"viewer:       ns-viewer --load-config {runs['NID'] / 'config.yml'}")

@@ -34,6 +34,21 @@ def machine_summary() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
+def save_figure_atomic(figure, path: Path, **savefig_kwargs) -> None:
+    """Save a matplotlib figure as a plain file at ``path`` via a temporary sibling and a rename, then close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.close(fd)
+    figure.savefig(temporary, **savefig_kwargs)
+    plt.close(figure)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # a plain file's mode, not the temp file's 0600
+    os.replace(temporary, path)
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
@@ -198,11 +213,7 @@ def plot_psnr(results: Sequence[MethodResult], path: Path) -> None:
     by_time.legend()
     figure.suptitle("PSNR on held-out views, same data, same rays per batch")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
+    save_figure_atomic(figure, path, dpi=110)
 
 
 def results_json(results: Sequence[MethodResult], **extra) -> str:
