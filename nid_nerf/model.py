@@ -64,6 +64,11 @@ class NIDModelConfig(ModelConfig):
     """A dictionary.pt from nid-dict: solve this scene's code against it, then refine."""
     solve_steps: int = 300
     """With a dictionary: steps during which only the code (and beta) are optimised."""
+    solve_gate: Literal["dense", "top-k"] = "dense"
+    """With a dictionary: which experts the new scene's code may use. dense: all K (the tables are mixed once per
+    step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
+    A top-k solve cannot change its experts (unpicked entries get no photometric gradient): on a held-out vase from 10 views it
+    reached 15.5 dB after 100 steps where the dense solve reached 18.1 dB after 25 (docs/fewview_benchmark.md)."""
     refine: bool = True
     """With a dictionary: after the solve, learn a per-scene residual table on top of the gated experts."""
     refine_penalty_mult: float = 1.0
@@ -170,7 +175,7 @@ class NIDModel(Model):
             field.color_head.load_state_dict(dictionary["color_head"])
             self.log_beta.copy_(dictionary["log_beta"])
             field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
-            field.gate.sparse.fill_(True)
+            field.gate.sparse.fill_(self.config.solve_gate == "top-k")
         self.register_buffer("code_mean", dictionary["code_mean"].clone())
         self.register_buffer("code_precision", torch.linalg.inv(dictionary["code_cov"]))
         for p in list(field.experts.parameters()) + list(field.geometry.parameters()) + list(
@@ -237,7 +242,7 @@ class NIDModel(Model):
             self.update_coarse_grid(tick // parts, tick % parts, parts)
 
         callbacks = [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid)]
-        if self.config.learn_codes and not bool(self.field.gate.sparse):
+        if self.exports_dictionary and not bool(self.field.gate.sparse):
             def make_sparse(step: int) -> None:
                 if step >= self.config.dense_warmup_steps and not bool(self.field.gate.sparse):
                     self.field.gate.sparse.fill_(True)

@@ -152,6 +152,7 @@ def method_overrides(method: str, views: Optional[int], args, dictionary: Path) 
         overrides.update({
             "pipeline.model.dictionary_path": dictionary,
             "pipeline.model.solve_steps": args.solve_steps,
+            "pipeline.model.solve_gate": args.solve_gate,
             "pipeline.model.refine": True,
         })
         return "nid-field", overrides
@@ -424,6 +425,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--nerfacto-steps", type=int, default=60)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--solve-steps", type=int, default=100)
+    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense",
+                        help="experts a solved code may use (nid-field --pipeline.model.solve-gate)")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--eval-images", type=int, default=3)

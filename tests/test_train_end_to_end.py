@@ -115,6 +115,10 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     assert torch.equal(tables, payload["tables"]), "the dictionary stays frozen while solving"
     residual = next(v for k, v in state.items() if k.endswith("field.residual"))
     assert residual.abs().sum() > 0, "the refine stage trained the residual table"
+    codes = next(v for k, v in state.items() if k.endswith("field.gate.codes"))
+    sparse = next(v for k, v in state.items() if k.endswith("field.gate.sparse"))
+    assert not bool(sparse), "the default solve gate is dense"
+    assert bool(((codes[0] - payload["code_mean"]).abs() > 1e-6).all()), "a dense solve moves every entry of the code"
 
     # a dictionary whose architecture disagrees with explicit options fails with one line
     result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "bad",
