@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class Run:
     """(step, training seconds, PSNR on the eval subset)"""
     scores: Dict[str, Score] = field(default_factory=dict)
     """'final', and 'solve' for nid (the end of the solve stage)"""
+    extra: Dict[str, float] = field(default_factory=dict)
+    """what a caller's ``after`` hook measured on the trained pipeline"""
     median_iteration_ms: float = math.nan
 
     @property
@@ -190,13 +192,18 @@ def final_score(pipeline, step: int, seconds: float, scene_dir: Path, sdf: bool,
         pipeline.train()
 
 
-def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path) -> Run:
+def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
+              extra_overrides: Optional[Dict[str, object]] = None,
+              after: Optional[Callable[[object], Dict[str, float]]] = None) -> Run:
+    """Train one run in this process and score it; ``extra_overrides`` are further config attributes, and
+    ``after(pipeline)`` may measure more on the trained pipeline (kept in ``run.extra``)."""
     from nid_nerf.bench.harness import EvalSet, evaluate, setup_trainer, train_step
     from nid_nerf.bench.method_config import make_trainer_config
     from nerfstudio.utils import writer
 
     views = None if run.views >= args.all_views_count else run.views
     method, overrides = method_overrides(run.method, views, args, dictionary)
+    overrides.update(extra_overrides or {})
     steps = args.nerfacto_steps if run.method == "nerfacto" else args.steps
     config = make_trainer_config(method, scene_dir, work / run.key.replace("/", "_"), rays_per_batch=args.rays,
                                  dataparser="nid-scene", seed=args.seed, max_num_iterations=steps,
@@ -221,6 +228,8 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path) -> 
                 run.scores["solve"] = final_score(pipeline, done, seconds, scene_dir, sdf, args.mesh_resolution)
         run.scores["final"] = final_score(pipeline, steps, seconds, scene_dir, sdf, args.mesh_resolution)
         run.median_iteration_ms = 1000 * float(np.median(times))
+        if after is not None:
+            run.extra = after(pipeline)
     finally:
         del writer.EVENT_WRITERS[writers_before:]
         writer.EVENT_STORAGE.clear()

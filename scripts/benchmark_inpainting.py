@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""Inpainting benchmark (issue #4, occlusion): how well the dictionary fills pixels hidden in training.
+
+Each held-out scene is trained from ``--views`` views with ``nid-scene --occlusion F`` (a random occluder
+hides about F of each training image's object pixels, which are left out of the loss), once solved
+against a dictionary (the few-view benchmark's ``nid`` run: solve, then refine) and once from scratch,
+with the same budget. Then every training view is rendered and scored against its full, unoccluded image:
+
+- **hidden**: PSNR over the object pixels that were hidden (what the field had to inpaint);
+- **visible**: PSNR over the object pixels that were seen;
+- **test**: PSNR and SSIM over all test views (as in the few-view benchmark), and the mesh's Chamfer distance.
+
+    python scripts/benchmark_inpainting.py --collection vases=data/fewview/vases:outputs/fewview/dict_vases_k16.pt \\
+        --held-out 5 --views 10 --occlusion 0.3 --resume
+
+Writes a markdown page, a JSON of every run and a figure of one view (full image, occluded training image,
+both renders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+from argparse import Namespace
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_fewview import Collection, Run, load_done, train_run  # noqa: E402
+
+METHODS = ("nid", "scratch")
+
+
+def masked_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, images in [0, 1]) over the pixels where ``mask`` is True; NaN on an empty mask."""
+    if not mask.any():
+        return math.nan
+    mse = float(((prediction[mask] - target[mask]) ** 2).mean())
+    return -10.0 * math.log10(max(mse, 1e-10))
+
+
+def inpainting_scores(pipeline, keep_views: Optional[List[int]] = None) -> Dict:
+    """Render every training view; PSNR of the hidden and of the visible object pixels against the full image."""
+    from nid_nerf.bench.harness import composite_rgb
+    from nid_nerf.data.occlusion import hidden_mask
+
+    datamanager = pipeline.datamanager
+    outputs, dataset = datamanager.train_dataparser_outputs, datamanager.train_dataset
+    hidden_psnr, visible_psnr, hidden_share, renders = [], [], [], {}
+    pipeline.eval()
+    try:
+        for i in range(len(dataset)):
+            image = dataset.get_image_float32(i)
+            target = composite_rgb(image).numpy()
+            obj = image[..., 3].numpy() > 0.5 if image.shape[-1] == 4 else np.ones(target.shape[:2], bool)
+            hidden = hidden_mask(outputs, i) & obj
+            camera = dataset.cameras[i: i + 1].to(pipeline.device)
+            with torch.no_grad():
+                rgb = pipeline.model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1).cpu().numpy()
+            hidden_psnr.append(masked_psnr(rgb, target, hidden))
+            visible_psnr.append(masked_psnr(rgb, target, obj & ~hidden))
+            hidden_share.append(float(hidden.sum() / max(1, obj.sum())))
+            if keep_views is not None and i in keep_views:
+                renders[i] = rgb
+    finally:
+        pipeline.train()
+    result = {"hidden_psnr": float(np.nanmean(hidden_psnr)), "visible_psnr": float(np.nanmean(visible_psnr)),
+              "hidden_share": float(np.mean(hidden_share))}
+    return result | ({"renders": renders} if renders else {})
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def markdown(runs: List[Run], args, command: str) -> str:
+    lines = [
+        "# Inpainting benchmark: occluded training views",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}",
+        f"- {args.views} training views per scene, `--occlusion {args.occlusion:g}` ({args.occlusion_shape}); "
+        f"{args.steps} steps, {args.rays} rays (nid: {args.solve_steps} solve with a {args.solve_gate} gate, "
+        "then refine)",
+        "- hidden / visible: PSNR of the training views' object pixels that were hidden / seen, against the full "
+        "image; test: all test views; Chamfer of the 96^3 mesh",
+        "",
+        "| collection | method | scenes | hidden share | hidden PSNR | visible PSNR | test PSNR | test SSIM | Chamfer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted({r.collection for r in runs}):
+        for method in METHODS:
+            rs = [r for r in runs if r.collection == name and r.method == method]
+            if not rs:
+                continue
+            lines.append(
+                f"| {name} | {method} | {len(rs)} | {_mean(r.extra['hidden_share'] for r in rs):.2f} | "
+                f"{_mean(r.extra['hidden_psnr'] for r in rs):.2f} | {_mean(r.extra['visible_psnr'] for r in rs):.2f} | "
+                f"{_mean(r.scores['final'].psnr for r in rs):.2f} | {_mean(r.scores['final'].ssim for r in rs):.3f} | "
+                f"{_mean(r.scores['final'].chamfer for r in rs):.4f} |"
+            )
+        per_scene = []
+        for scene in sorted({r.scene for r in runs if r.collection == name}):
+            by = {r.method: r for r in runs if r.collection == name and r.scene == scene}
+            if set(METHODS) <= set(by):
+                per_scene.append(f"{by['nid'].extra['hidden_psnr'] - by['scratch'].extra['hidden_psnr']:+.2f}")
+        if per_scene:
+            lines += ["", f"{name}: hidden-region PSNR, nid - scratch, per scene: {', '.join(per_scene)} dB", ""]
+    return "\n".join(lines) + "\n"
+
+
+def figure(example: Dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nid_nerf.bench.report import save_figure_atomic
+
+    panels = [("full training image", example["target"]), ("what training saw", example["occluded"])]
+    panels += [(f"{m} render", example[m]) for m in METHODS if m in example]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(np.clip(image, 0, 1))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(example["title"], fontsize=9)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=110)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--collection", action="append", required=True, help="NAME=FOLDER:DICTIONARY (repeat)")
+    parser.add_argument("--held-out", type=int, default=5, help="last N scenes of each collection")
+    parser.add_argument("--views", type=int, default=10)
+    parser.add_argument("--occlusion", type=float, default=0.3)
+    parser.add_argument("--occlusion-shape", choices=["rectangle", "blobs"], default="rectangle")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--solve-steps", type=int, default=50)
+    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense")
+    parser.add_argument("--rays", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "inpainting_bench")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "inpainting_benchmark.md")
+    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "inpainting_example.png")
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from nid_nerf.bench.harness import composite_rgb
+    from nid_nerf.bench.report import write_atomic
+
+    collections = [Collection.parse(text) for text in args.collection]
+    command = "python scripts/benchmark_inpainting.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.work_dir / "inpainting.json"
+    done = load_done(json_path) if args.resume else {}
+    run_args = Namespace(all_views_count=10**9, steps=args.steps, solve_steps=args.solve_steps,
+                         solve_gate=args.solve_gate, rays=args.rays, seed=args.seed, eval_every=args.steps,
+                         eval_images=1, mesh_resolution=96, nerfacto_steps=0)
+    overrides = {"pipeline.datamanager.dataparser.occlusion": args.occlusion,
+                 "pipeline.datamanager.dataparser.occlusion_shape": args.occlusion_shape}
+    plan = [(c, scene, m) for c in collections for scene in c.scenes()[-args.held_out:] for m in METHODS]
+    runs: List[Run] = []
+    example_path = args.work_dir / "example.npz"
+    example: Dict = {}
+    if args.resume and example_path.is_file():
+        with np.load(example_path) as saved:
+            example = {k: (str(v) if v.dtype.kind == "U" else v) for k, v in saved.items()}
+    for collection, scene, method in tqdm(plan, desc="inpainting runs", unit="run"):
+        run = Run(collection.name, scene, args.views, method)
+        first = collection is collections[0] and scene == collections[0].scenes()[-args.held_out]
+        if run.key in done and not (first and method not in example):
+            runs.append(done[run.key])
+            continue
+
+        def after(pipeline, first=first, method=method):
+            scores = inpainting_scores(pipeline, keep_views=[0] if first else None)
+            renders = scores.pop("renders", {})
+            if first:
+                from nid_nerf.data.occlusion import hidden_mask
+
+                dm = pipeline.datamanager
+                target = composite_rgb(dm.train_dataset.get_image_float32(0)).numpy()
+                occluded = np.where(hidden_mask(dm.train_dataparser_outputs, 0)[..., None], 0.5, target)
+                example.update(target=target, occluded=occluded, title=f"{scene}, training view 0, "
+                               f"--occlusion {args.occlusion:g}")
+                example[method] = renders[0]
+                tmp = example_path.with_name(".example.tmp.npz")
+                np.savez(tmp, **example)
+                tmp.replace(example_path)
+            return scores
+
+        runs.append(train_run(run, collection.root / scene, run_args, collection.dictionary, args.work_dir / "runs",
+                              extra_overrides=overrides, after=after))
+        tqdm.write(f"{run.key}: hidden {run.extra['hidden_psnr']:.2f} dB, visible {run.extra['visible_psnr']:.2f} dB, "
+                   f"test {run.scores['final'].psnr:.2f} dB")
+        keys = {r.key for r in runs}
+        payload = {"command": command, "runs": [asdict(r) for r in runs] + [asdict(r) for k, r in done.items()
+                                                                             if k not in keys]}
+        write_atomic(json_path, json.dumps(payload, indent=1, default=str))
+    write_atomic(args.output, markdown(runs, args, command))
+    if {"target", *METHODS} <= set(example):
+        figure(example, args.figure)
+    print(f"inpainting -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
