@@ -74,3 +74,23 @@ def test_fewview_demo_end_to_end(tmp_path):
     assert "| NID |" in page and "| scratch |" in page
     assert (tmp_path / "out" / "results.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "dictionary" / "nid-dict" / "demo" / "dictionary.pt").is_file()
+
+
+def test_sweep_grid_keeps_k_at_most_K_cheapest_first():
+    sweep = _load("benchmark_dictionary_sweep")
+    assert sweep.grid([16, 64, 256], [4, 16, 64]) == [(16, 4), (16, 16), (64, 4), (64, 16), (64, 64), (256, 4),
+                                                     (256, 16), (256, 64)]
+
+
+def test_masked_psnr_scores_only_the_masked_pixels():
+    import numpy as np
+
+    inpainting = _load("benchmark_inpainting")
+    target = np.zeros((4, 4, 3))
+    prediction = target.copy()
+    prediction[:2] = 0.1  # error 0.1 in the top half only
+    top = np.zeros((4, 4), bool)
+    top[:2] = True
+    assert inpainting.masked_psnr(prediction, target, top) == pytest.approx(20.0)
+    assert inpainting.masked_psnr(prediction, target, ~top) == pytest.approx(100.0)  # exact: clamped at 1e-10
+    assert math.isnan(inpainting.masked_psnr(prediction, target, np.zeros((4, 4), bool)))
