@@ -164,12 +164,12 @@ def plot(results: Dict, path: Path) -> None:
         K, k = (int(x[1:]) for x in key.split("_"))
         by_k.setdefault(k, []).append((K, summary(p, "solve", "psnr"), summary(p, "final", "psnr"),
                                        p["pretrain_step_s_topk"]))
-    for k, rows in sorted(by_k.items()):
+    for i, (k, rows) in enumerate(sorted(by_k.items())):
         rows.sort()
-        Ks = [r[0] for r in rows]
-        axes[0].plot(Ks, [r[2] for r in rows], "o-", label=f"k={k}, solve + refine")
-        axes[0].plot(Ks, [r[1] for r in rows], "o--", alpha=0.6, label=f"k={k}, solve")
-        axes[1].plot(Ks, [r[3] for r in rows], "o-", label=f"k={k}")
+        Ks, color = [r[0] for r in rows], f"C{i}"
+        axes[0].plot(Ks, [r[2] for r in rows], "o-", color=color, label=f"k={k}, solve + refine")
+        axes[0].plot(Ks, [r[1] for r in rows], "o--", color=color, alpha=0.5, label=f"k={k}, solve")
+        axes[1].plot(Ks, [r[3] for r in rows], "o-", color=color, label=f"k={k}")
     scratch = results.get("scratch", {})
     if scratch:
         axes[0].axhline(_mean(s["final"]["psnr"] for s in scratch.values()), color="k", ls=":", label="scratch")
