@@ -69,8 +69,14 @@ class NIDModelConfig(ModelConfig):
     step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
     A top-k solve cannot change its experts (unpicked entries get no photometric gradient): on a held-out vase from 10 views it
     reached 15.5 dB after 100 steps where the dense solve reached 18.1 dB after 25 (docs/fewview_benchmark.md)."""
+    solve_beta_init: Optional[float] = 0.03
+    """With a dictionary: VolSDF beta at the start of the solve (then learned as usual); None keeps the dictionary's
+    own beta. A pretrained beta is very sharp (about 1e-3), which leaves almost no gradient to move the surface
+    toward a new shape."""
     refine: bool = True
     """With a dictionary: after the solve, learn a per-scene residual table on top of the gated experts."""
+    refine_decoder: bool = True
+    """With a dictionary: the refine stage also fine-tunes the decoder (the experts stay frozen)."""
     refine_penalty_mult: float = 1.0
     """Weight of the mean squared residual table (keeps the refined field near the solved one)."""
     code_prior_mult: float = 1e-3
@@ -174,6 +180,8 @@ class NIDModel(Model):
             field.geometry.load_state_dict(dictionary["geometry"])
             field.color_head.load_state_dict(dictionary["color_head"])
             self.log_beta.copy_(dictionary["log_beta"])
+            if self.config.solve_beta_init is not None:
+                self.log_beta.fill_(math.log(max(self.config.solve_beta_init - self.config.beta_min, 1e-6)))
             field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
             field.gate.sparse.fill_(self.config.solve_gate == "top-k")
         self.register_buffer("code_mean", dictionary["code_mean"].clone())
@@ -253,6 +261,9 @@ class NIDModel(Model):
             def start_refine(step: int) -> None:
                 if step >= self.config.solve_steps and not self.refining:
                     self.field.residual.requires_grad_(True)
+                    if self.config.refine_decoder:
+                        for p in list(self.field.geometry.parameters()) + list(self.field.color_head.parameters()):
+                            p.requires_grad_(True)
                     CONSOLE.log(f"nid: code solved; refining with a residual table from step {step}")
 
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], start_refine))
