@@ -97,11 +97,10 @@ def markdown(runs: List[Run], args, command: str) -> str:
         "then refine)",
         "- hidden / visible: PSNR of the training views' object pixels that were hidden / seen, against the full "
         "image; test: all test views; Chamfer of the 96^3 mesh",
-        "",
-        "| collection | method | scenes | hidden share | hidden PSNR | visible PSNR | test PSNR | test SSIM | Chamfer |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted({r.collection for r in runs}):
+        lines += ["", "| collection | method | scenes | hidden share | hidden PSNR | visible PSNR | test PSNR | test SSIM | "
+                  "Chamfer |", "|---|---|---|---|---|---|---|---|---|"]
         for method in METHODS:
             rs = [r for r in runs if r.collection == name and r.method == method]
             if not rs:
@@ -118,7 +117,7 @@ def markdown(runs: List[Run], args, command: str) -> str:
             if set(METHODS) <= set(by):
                 per_scene.append(f"{by['nid'].extra['hidden_psnr'] - by['scratch'].extra['hidden_psnr']:+.2f}")
         if per_scene:
-            lines += ["", f"{name}: hidden-region PSNR, nid - scratch, per scene: {', '.join(per_scene)} dB", ""]
+            lines += ["", f"{name}: hidden-region PSNR, nid - scratch, per scene: {', '.join(per_scene)} dB"]
     return "\n".join(lines) + "\n"
 
 
