@@ -97,10 +97,14 @@ def dict_model(num_experts: int, top_k: int, num_scenes: int, grid: Dict[str, in
 
 
 def solve_model(source: NIDModel, grid: Dict[str, int], workdir: Path) -> NIDModel:
-    """nid-field solving one scene against ``source``'s dictionary, loaded through ``dictionary_path``."""
+    """nid-field solving one scene against ``source``'s dictionary, loaded through ``dictionary_path``.
+
+    The gate is the dictionary's top-k (``solve_gate="top-k"``): the per-sample cost the targets are about. The
+    default dense solve gate adds one mixing of all K tables per step (docs/dictionary_sweep.md measures it).
+    """
     path = export_dictionary(source, workdir / "dictionary.pt")
     try:
-        return build_model(1, grid, dictionary_path=path)
+        return build_model(1, grid, dictionary_path=path, solve_gate="top-k")
     finally:
         path.unlink()
 

@@ -61,7 +61,18 @@ def test_solve_model_loads_the_dictionary_frozen(bench, tmp_path):
     batch = bench.make_batch(model, rays=8, samples=4, num_scenes=1, seed=2)
     bench.field_step(model, batch)
     assert model.field.experts.tables.grad is None
-    assert (model.field.gate.codes.grad.abs() > 0).sum() == 2
+    assert (model.field.gate.codes.grad.abs() > 0).sum() == 2  # top-k solve: the code's 2 picked entries
+
+
+def test_dense_solve_gate_gives_every_code_entry_a_gradient(bench, tmp_path):
+    from nid_nerf.dictionary import export_dictionary
+
+    source = bench.dict_model(num_experts=4, top_k=2, num_scenes=3, grid=TINY, seed=2)
+    model = bench.build_model(1, TINY, dictionary_path=export_dictionary(source, tmp_path / "d.pt"))
+    assert model.config.solve_gate == "dense" and not bool(model.field.gate.sparse)
+    bench.field_step(model, bench.make_batch(model, rays=8, samples=4, num_scenes=1, seed=2))
+    assert model.field.experts.tables.grad is None
+    assert (model.field.gate.codes.grad.abs() > 0).sum() == 4
 
 
 def test_quick_run_writes_a_complete_report(bench, tmp_path):
