@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -87,6 +87,10 @@ class NIDField(nn.Module):
             self.color_head = ColorHead(geo_feat_dim, sh_levels**2, color_hidden)
 
     # ----------------------------------------------------------------------------------- tables
+    def decoder_parameters(self) -> List[nn.Parameter]:
+        """The shared decoder (geometry and colour heads): part of the dictionary, frozen while solving."""
+        return list(self.geometry.parameters()) + list(self.color_head.parameters())
+
     def mixed_tables(self, scenes: Sequence[int]) -> Float[Tensor, "U LS F"]:
         """One gated table per requested scene (the gate is applied once per step, not per sample).
 

@@ -186,9 +186,7 @@ class NIDModel(Model):
             field.gate.sparse.fill_(self.config.solve_gate == "top-k")
         self.register_buffer("code_mean", dictionary["code_mean"].clone())
         self.register_buffer("code_precision", torch.linalg.inv(dictionary["code_cov"]))
-        for p in list(field.experts.parameters()) + list(field.geometry.parameters()) + list(
-            field.color_head.parameters()
-        ):
+        for p in list(field.experts.parameters()) + field.decoder_parameters():
             p.requires_grad_(False)
         field.residual = nn.Parameter(torch.zeros_like(field.experts.expert(0)), requires_grad=False)
 
@@ -234,7 +232,7 @@ class NIDModel(Model):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = {
             "experts": [self.field.experts.tables] + ([self.field.residual] if self.field.residual is not None else []),
-            "decoder": list(self.field.geometry.parameters()) + list(self.field.color_head.parameters()),
+            "decoder": self.field.decoder_parameters(),
             "beta": [self.log_beta],
         }
         if isinstance(self.field.gate.codes, Parameter):
@@ -262,7 +260,7 @@ class NIDModel(Model):
                 if step >= self.config.solve_steps and not self.refining:
                     self.field.residual.requires_grad_(True)
                     if self.config.refine_decoder:
-                        for p in list(self.field.geometry.parameters()) + list(self.field.color_head.parameters()):
+                        for p in self.field.decoder_parameters():
                             p.requires_grad_(True)
                     CONSOLE.log(f"nid: code solved; refining with a residual table from step {step}")
 

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shlex
 import sys
-from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -41,7 +39,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_fewview import Collection, Run, train_run  # noqa: E402  (the few-view benchmark's solve run)
+from benchmark_fewview import (  # noqa: E402  (the few-view benchmark's solve run)
+    Collection, Run, add_run_arguments, finite_mean, single_run_settings, train_run)
 
 
 def grid(experts: List[int], top_k: List[int]) -> List[tuple]:
@@ -89,24 +88,12 @@ def pretrain(collection: Path, exclude: List[str], K: int, k: int, args, work: P
     }
 
 
-def solve_args(args) -> Namespace:
-    """The few-view benchmark's run settings for the solves of this sweep."""
-    return Namespace(all_views_count=10**9, steps=args.steps, solve_steps=args.solve_steps, solve_gate=args.solve_gate,
-                     rays=args.rays, seed=args.seed, eval_every=args.steps, eval_images=1,
-                     mesh_resolution=args.mesh_resolution, nerfacto_steps=0)
-
-
 def score_dict(run: Run) -> Dict:
     return {stage: asdict(score) for stage, score in run.scores.items()} | {"median_step_ms": run.median_iteration_ms}
 
 
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
 def summary(point: Dict, stage: str, key: str) -> float:
-    return _mean(s[stage][key] if stage in s else None for s in point["scenes"].values())
+    return finite_mean(s[stage][key] if stage in s else None for s in point["scenes"].values())
 
 
 def markdown(results: Dict, args, command: str) -> str:
@@ -134,15 +121,15 @@ def markdown(results: Dict, args, command: str) -> str:
             f"| {K} | {k} | {p['pretrain_step_s_dense']:.2f} / {p['pretrain_step_s_topk']:.2f} | "
             f"{p['experts_used']}/{K} | {summary(p, 'solve', 'psnr'):.2f} | {summary(p, 'final', 'psnr'):.2f} | "
             f"{summary(p, 'final', 'ssim'):.3f} | {summary(p, 'final', 'chamfer'):.4f} | "
-            f"{summary(p, 'final', 'f_score_1pct'):.3f} | {_mean(s['median_step_ms'] for s in p['scenes'].values()):.0f} |"
+            f"{summary(p, 'final', 'f_score_1pct'):.3f} | {finite_mean(s['median_step_ms'] for s in p['scenes'].values()):.0f} |"
         )
     if scratch:
         lines.append(
-            f"| scratch | - | - | - | - | {_mean(s['final']['psnr'] for s in scratch.values()):.2f} | "
-            f"{_mean(s['final']['ssim'] for s in scratch.values()):.3f} | "
-            f"{_mean(s['final']['chamfer'] for s in scratch.values()):.4f} | "
-            f"{_mean(s['final']['f_score_1pct'] for s in scratch.values()):.3f} | "
-            f"{_mean(s['median_step_ms'] for s in scratch.values()):.0f} |"
+            f"| scratch | - | - | - | - | {finite_mean(s['final']['psnr'] for s in scratch.values()):.2f} | "
+            f"{finite_mean(s['final']['ssim'] for s in scratch.values()):.3f} | "
+            f"{finite_mean(s['final']['chamfer'] for s in scratch.values()):.4f} | "
+            f"{finite_mean(s['final']['f_score_1pct'] for s in scratch.values()):.3f} | "
+            f"{finite_mean(s['median_step_ms'] for s in scratch.values()):.0f} |"
         )
     lines += ["", "PSNR and SSIM are means over the held-out scenes; 'solve' is the state at the end of the solve "
               "stage, 'solve + refine' the end of the run. 'experts used' counts experts with more than 0.1% of the "
@@ -172,7 +159,7 @@ def plot(results: Dict, path: Path) -> None:
         axes[1].plot(Ks, [r[3] for r in rows], "o-", color=color, label=f"k={k}")
     scratch = results.get("scratch", {})
     if scratch:
-        axes[0].axhline(_mean(s["final"]["psnr"] for s in scratch.values()), color="k", ls=":", label="scratch")
+        axes[0].axhline(finite_mean(s["final"]["psnr"] for s in scratch.values()), color="k", ls=":", label="scratch")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("K (experts)")
@@ -195,17 +182,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=400)
     parser.add_argument("--dense-warmup-steps", type=int, default=100)
     parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--solve-steps", type=int, default=50)
-    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense")
-    parser.add_argument("--rays", type=int, default=512)
+    add_run_arguments(parser, steps=150, solve_steps=50, rays=512, threads=1)
     parser.add_argument("--mesh-resolution", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "dictionary_sweep")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "dictionary_sweep.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "dictionary_sweep.png")
-    parser.add_argument("--resume", action="store_true", help="keep finished points from the work dir's JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from nid_nerf.bench.report import write_atomic
@@ -220,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     held = all_scenes[-args.held_out:]
     solved = held[: args.scenes]
     results["scenes"], results["num_train_scenes"] = solved, len(all_scenes) - len(held)
-    run_args = solve_args(args)
+    run_args = single_run_settings(args, args.mesh_resolution)
 
     def save() -> None:
         write_atomic(json_path, json.dumps(results, indent=1))

@@ -192,6 +192,26 @@ def final_score(pipeline, step: int, seconds: float, scene_dir: Path, sdf: bool,
         pipeline.train()
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, *, steps: int, solve_steps: int, rays: int,
+                      threads: int) -> None:
+    """The options of one :func:`train_run` and of resuming, shared by the benchmarks built on it."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--solve-steps", type=int, default=solve_steps)
+    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense",
+                        help="experts a solved code may use (nid-field --pipeline.model.solve-gate)")
+    parser.add_argument("--rays", type=int, default=rays)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--resume", action="store_true", help="reuse finished results from the work dir's JSON")
+
+
+def single_run_settings(args, mesh_resolution: int) -> argparse.Namespace:
+    """:func:`train_run` settings for a benchmark that scores only the end of each run (and of its solve)."""
+    return argparse.Namespace(all_views_count=10**9, steps=args.steps, solve_steps=args.solve_steps,
+                              solve_gate=args.solve_gate, rays=args.rays, seed=args.seed, eval_every=args.steps,
+                              eval_images=1, mesh_resolution=mesh_resolution, nerfacto_steps=0)
+
+
 def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
               extra_overrides: Optional[Dict[str, object]] = None,
               after: Optional[Callable[[object], Dict[str, float]]] = None) -> Run:
@@ -244,7 +264,8 @@ ROWS = (("solve", "nid", "solve"), ("solve + refine", "nid", "final"), ("scratch
         ("nerfacto", "nerfacto", "final"))
 
 
-def _mean(values: List[Optional[float]]) -> float:
+def finite_mean(values) -> float:
+    """Mean of the finite values (None and NaN skipped); NaN when there are none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(values)) if values else math.nan
 
@@ -307,16 +328,16 @@ def markdown(runs: List[Run], args, collections: List[Collection], command: str,
                     continue
                 shown = "all" if views >= args.all_views_count else views
                 lines.append(
-                    f"| {shown} | {label} | {len(scores)} | {_fmt(_mean([s.psnr for s in scores]))} | "
-                    f"{_fmt(_mean([s.ssim for s in scores]), '.3f')} | {_fmt(_mean([s.chamfer for s in scores]), '.4f')} | "
-                    f"{_fmt(_mean([s.f_score_1pct for s in scores]), '.3f')} |"
+                    f"| {shown} | {label} | {len(scores)} | {_fmt(finite_mean([s.psnr for s in scores]))} | "
+                    f"{_fmt(finite_mean([s.ssim for s in scores]), '.3f')} | {_fmt(finite_mean([s.chamfer for s in scores]), '.4f')} | "
+                    f"{_fmt(finite_mean([s.f_score_1pct for s in scores]), '.3f')} |"
                 )
         gain = [a.psnr - b.psnr for a, b in zip(scores_of(runs, collection.name, 3, "nid", "final"),
                                                  scores_of(runs, collection.name, 3, "scratch", "final"))]
         solve_gain = [a.psnr - b.psnr for a, b in zip(scores_of(runs, collection.name, 3, "nid", "solve"),
                                                        scores_of(runs, collection.name, 3, "scratch", "final"))]
-        lines += ["", f"At 3 views, NID solve + refine - scratch: **{_fmt(_mean(gain))} dB** (per scene: "
-                  f"{', '.join(_fmt(g) for g in gain)}); solve only - scratch: {_fmt(_mean(solve_gain))} dB.", ""]
+        lines += ["", f"At 3 views, NID solve + refine - scratch: **{_fmt(finite_mean(gain))} dB** (per scene: "
+                  f"{', '.join(_fmt(g) for g in gain)}); solve only - scratch: {_fmt(finite_mean(solve_gain))} dB.", ""]
         lines += ["Time to quality: training seconds (and steps) until a run first reaches the final PSNR of "
                   "scratch with all views, on the eval subset; '-' = never within the budget. Speed-up = scratch's "
                   "time / the run's time (seconds; steps in brackets: every method's step costs about the same, and "
@@ -347,7 +368,7 @@ def markdown(runs: List[Run], args, collections: List[Collection], command: str,
                 lines.append(f"| {scene} | {ttq['target_psnr']:.2f} | {shown} | {cell('solve')} | "
                              f"{cell('solve + refine')} | {cell('scratch')} | {ratio('solve')} | {ratio('solve + refine')} |")
         lines.append("")
-    ms = {m: _mean([r.median_iteration_ms for r in runs if r.method == m]) for m in ("nid", "scratch", "nerfacto")}
+    ms = {m: finite_mean([r.median_iteration_ms for r in runs if r.method == m]) for m in ("nid", "scratch", "nerfacto")}
     lines += ["Median iteration time: " + ", ".join(f"{m} {_fmt(v, '.0f')} ms" for m, v in ms.items()), ""]
     return "\n".join(lines) + "\n"
 
@@ -365,7 +386,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
     for ax, collection in zip(axes[0], collections):
         views = sorted({r.views for r in runs if r.collection == collection.name})
         for label, method, stage in ROWS:
-            points = [(v, _mean([s.psnr for s in scores_of(runs, collection.name, v, method, stage)])) for v in views]
+            points = [(v, finite_mean([s.psnr for s in scores_of(runs, collection.name, v, method, stage)])) for v in views]
             points = [(v, p) for v, p in points if math.isfinite(p)]
             if points:
                 ax.plot(*zip(*points), "o-", label=label, color=colors[label])
@@ -432,21 +453,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--nerfacto-scenes", type=int, default=1, help="first N held-out scenes of each collection")
     parser.add_argument("--nerfacto-views", type=int, nargs="*", default=[3])
     parser.add_argument("--nerfacto-steps", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--solve-steps", type=int, default=100)
-    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense",
-                        help="experts a solved code may use (nid-field --pipeline.model.solve-gate)")
-    parser.add_argument("--rays", type=int, default=1024)
+    add_run_arguments(parser, steps=300, solve_steps=100, rays=1024, threads=2)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--eval-images", type=int, default=3)
     parser.add_argument("--mesh-resolution", type=int, default=96)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "fewview_bench")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "fewview_benchmark.md")
     parser.add_argument("--plot-views", type=Path, default=REPO / "docs" / "fewview_psnr_vs_views.png")
     parser.add_argument("--plot-time", type=Path, default=REPO / "docs" / "fewview_psnr_vs_time.png")
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from nid_nerf.bench.report import write_atomic

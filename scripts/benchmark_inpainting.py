@@ -25,7 +25,6 @@ import math
 import platform
 import shlex
 import sys
-from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -37,7 +36,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_fewview import Collection, Run, load_done, train_run  # noqa: E402
+from benchmark_fewview import (  # noqa: E402
+    Collection, Run, add_run_arguments, finite_mean, load_done, single_run_settings, train_run)
 
 METHODS = ("nid", "scratch")
 
@@ -51,20 +51,25 @@ def masked_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) ->
 
 
 def inpainting_scores(pipeline, keep_views: Optional[List[int]] = None) -> Dict:
-    """Render every training view; PSNR of the hidden and of the visible object pixels against the full image."""
+    """Render every training view; PSNR of the hidden and of the visible object pixels against the full image.
+
+    For the views in ``keep_views`` the result also holds ``views[i]``: the full image (``target``), what training
+    saw (``occluded``: the occluder in grey) and the ``render``.
+    """
     from nid_nerf.bench.harness import composite_rgb
     from nid_nerf.data.occlusion import hidden_mask
 
     datamanager = pipeline.datamanager
     outputs, dataset = datamanager.train_dataparser_outputs, datamanager.train_dataset
-    hidden_psnr, visible_psnr, hidden_share, renders = [], [], [], {}
+    hidden_psnr, visible_psnr, hidden_share, views = [], [], [], {}
     pipeline.eval()
     try:
         for i in range(len(dataset)):
             image = dataset.get_image_float32(i)
             target = composite_rgb(image).numpy()
             obj = image[..., 3].numpy() > 0.5 if image.shape[-1] == 4 else np.ones(target.shape[:2], bool)
-            hidden = hidden_mask(outputs, i) & obj
+            occluder = hidden_mask(outputs, i)
+            hidden = occluder & obj
             camera = dataset.cameras[i: i + 1].to(pipeline.device)
             with torch.no_grad():
                 rgb = pipeline.model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1).cpu().numpy()
@@ -72,17 +77,12 @@ def inpainting_scores(pipeline, keep_views: Optional[List[int]] = None) -> Dict:
             visible_psnr.append(masked_psnr(rgb, target, obj & ~hidden))
             hidden_share.append(float(hidden.sum() / max(1, obj.sum())))
             if keep_views is not None and i in keep_views:
-                renders[i] = rgb
+                views[i] = {"target": target, "occluded": np.where(occluder[..., None], 0.5, target), "render": rgb}
     finally:
         pipeline.train()
     result = {"hidden_psnr": float(np.nanmean(hidden_psnr)), "visible_psnr": float(np.nanmean(visible_psnr)),
               "hidden_share": float(np.mean(hidden_share))}
-    return result | ({"renders": renders} if renders else {})
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
+    return result | ({"views": views} if views else {})
 
 
 def markdown(runs: List[Run], args, command: str) -> str:
@@ -106,10 +106,10 @@ def markdown(runs: List[Run], args, command: str) -> str:
             if not rs:
                 continue
             lines.append(
-                f"| {name} | {method} | {len(rs)} | {_mean(r.extra['hidden_share'] for r in rs):.2f} | "
-                f"{_mean(r.extra['hidden_psnr'] for r in rs):.2f} | {_mean(r.extra['visible_psnr'] for r in rs):.2f} | "
-                f"{_mean(r.scores['final'].psnr for r in rs):.2f} | {_mean(r.scores['final'].ssim for r in rs):.3f} | "
-                f"{_mean(r.scores['final'].chamfer for r in rs):.4f} |"
+                f"| {name} | {method} | {len(rs)} | {finite_mean(r.extra['hidden_share'] for r in rs):.2f} | "
+                f"{finite_mean(r.extra['hidden_psnr'] for r in rs):.2f} | {finite_mean(r.extra['visible_psnr'] for r in rs):.2f} | "
+                f"{finite_mean(r.scores['final'].psnr for r in rs):.2f} | {finite_mean(r.scores['final'].ssim for r in rs):.3f} | "
+                f"{finite_mean(r.scores['final'].chamfer for r in rs):.4f} |"
             )
         per_scene = []
         for scene in sorted({r.scene for r in runs if r.collection == name}):
@@ -148,19 +148,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--views", type=int, default=10)
     parser.add_argument("--occlusion", type=float, default=0.3)
     parser.add_argument("--occlusion-shape", choices=["rectangle", "blobs"], default="rectangle")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--solve-steps", type=int, default=50)
-    parser.add_argument("--solve-gate", choices=["dense", "top-k"], default="dense")
-    parser.add_argument("--rays", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=1)
+    add_run_arguments(parser, steps=150, solve_steps=50, rays=512, threads=1)
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "inpainting_bench")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "inpainting_benchmark.md")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "inpainting_example.png")
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from nid_nerf.bench.harness import composite_rgb
     from nid_nerf.bench.report import write_atomic
 
     collections = [Collection.parse(text) for text in args.collection]
@@ -168,9 +161,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     json_path = args.work_dir / "inpainting.json"
     done = load_done(json_path) if args.resume else {}
-    run_args = Namespace(all_views_count=10**9, steps=args.steps, solve_steps=args.solve_steps,
-                         solve_gate=args.solve_gate, rays=args.rays, seed=args.seed, eval_every=args.steps,
-                         eval_images=1, mesh_resolution=96, nerfacto_steps=0)
+    run_args = single_run_settings(args, mesh_resolution=96)
     overrides = {"pipeline.datamanager.dataparser.occlusion": args.occlusion,
                  "pipeline.datamanager.dataparser.occlusion_shape": args.occlusion_shape}
     plan = [(c, scene, m) for c in collections for scene in c.scenes()[-args.held_out:] for m in METHODS]
@@ -189,16 +180,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         def after(pipeline, first=first, method=method):
             scores = inpainting_scores(pipeline, keep_views=[0] if first else None)
-            renders = scores.pop("renders", {})
+            views = scores.pop("views", {})
             if first:
-                from nid_nerf.data.occlusion import hidden_mask
-
-                dm = pipeline.datamanager
-                target = composite_rgb(dm.train_dataset.get_image_float32(0)).numpy()
-                occluded = np.where(hidden_mask(dm.train_dataparser_outputs, 0)[..., None], 0.5, target)
-                example.update(target=target, occluded=occluded, title=f"{scene}, training view 0, "
-                               f"--occlusion {args.occlusion:g}")
-                example[method] = renders[0]
+                example.update(target=views[0]["target"], occluded=views[0]["occluded"],
+                               title=f"{scene}, training view 0, --occlusion {args.occlusion:g}")
+                example[method] = views[0]["render"]
                 tmp = example_path.with_name(".example.tmp.npz")
                 np.savez(tmp, **example)
                 tmp.replace(example_path)
