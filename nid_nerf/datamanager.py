@@ -50,6 +50,10 @@ class NIDDataManagerConfig(VanillaDataManagerConfig):
     """Options of the residual sampler (the base PixelSampler options also apply to uniform sampling)."""
     residual_image_every: int = 500
     """Log the residual map and the chosen pixels to tensorboard every this many steps (0: never)."""
+    scenes_per_step: int = 0
+    """nid-collection only: draw each step's rays from this many randomly chosen scenes (0: from every scene).
+    Fewer scenes per step give each scene's code more rays per step, and the gate mixes one table per scene
+    in the batch, so a step over a large collection also gets cheaper."""
 
 
 def image_sizes(dataset: InputDataset) -> List[Tuple[int, int]]:
@@ -65,6 +69,31 @@ def scene_indices(dataset: InputDataset) -> Optional[List[int]]:
     metadata = dataset.cameras.metadata or {}
     tags = metadata.get("scene_index")
     return None if tags is None else [int(t) for t in tags.reshape(-1).tolist()]
+
+
+def restrict_to_scenes(image_batch: Dict, image_scenes: Tensor, num_scenes: int) -> Dict:
+    """The images of ``image_batch`` that belong to ``num_scenes`` of its scenes, picked at random (torch's RNG).
+
+    ``image_scenes[i]`` is the scene of global image ``i``; every per-image entry of the batch (tensors
+    and lists over its images, ``image_idx`` included) is subset alike.
+    """
+    image_idx = image_batch["image_idx"].to("cpu", torch.long)
+    scenes = image_scenes[image_idx]
+    present = torch.unique(scenes)
+    if present.numel() <= num_scenes:
+        return image_batch
+    chosen = present[torch.randperm(present.numel())[:num_scenes]]
+    keep = torch.isin(scenes, chosen).nonzero().reshape(-1)
+    n = image_idx.shape[0]
+    out: Dict = {}
+    for key, value in image_batch.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+            out[key] = value[keep.to(value.device)]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in keep.tolist()]
+        else:
+            out[key] = value
+    return out
 
 
 class ImageShard(Dataset):
@@ -180,10 +209,26 @@ class NIDDataManager(VanillaDataManager):
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         if self.residual_sampler is not None:
             self.residual_sampler.set_step(step)
-        ray_bundle, batch = super().next_train(step)
+        image_scenes = self._image_scene_tensor() if self.config.scenes_per_step > 0 else None
+        if image_scenes is not None:
+            self.train_count += 1
+            image_batch = restrict_to_scenes(next(self.iter_train_image_dataloader), image_scenes,
+                                             self.config.scenes_per_step)
+            assert self.train_pixel_sampler is not None
+            batch = self.train_pixel_sampler.sample(image_batch)
+            ray_bundle = self.train_ray_generator(batch["indices"])
+        else:
+            ray_bundle, batch = super().next_train(step)
         images = batch["indices"][:, 0].to("cpu", torch.long)
         self.rays_per_image += torch.bincount(images, minlength=self.rays_per_image.shape[0])
         return ray_bundle, batch
+
+    def _image_scene_tensor(self) -> Optional[Tensor]:
+        """Scene of every training image (global image index), cached; None for a single scene."""
+        if not hasattr(self, "_image_scenes"):
+            scenes = scene_indices(self.train_dataset)
+            self._image_scenes = None if scenes is None else torch.tensor(scenes, dtype=torch.long)
+        return self._image_scenes
 
     def observe_residuals(self, batch: Dict, per_ray_residual: Float[Tensor, "num_rays"]) -> None:
         """Feed the per-ray residual of the rays just trained back to the sampler (no-op for uniform)."""

@@ -445,7 +445,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collection", action="append", required=True, help="NAME=FOLDER:DICTIONARY (repeat)")
     parser.add_argument("--held-out", type=int, default=5, help="last N scenes of each collection")
-    parser.add_argument("--views", type=int, nargs="+", default=[1, 3, 5, 10])
+    parser.add_argument("--views", type=int, nargs="*", default=[1, 3, 5, 10],
+                        help="numbers of training views (none: only the all-views runs)")
     parser.add_argument("--all-views-count", type=int, default=50, help="the scenes' train split size ('all')")
     parser.add_argument("--all-views-scenes", type=int, default=5, help="held-out scenes per collection that also "
                         "run with all views (time to quality)")

@@ -77,12 +77,12 @@ def test_sharding_without_scenes_and_with_one_process():
 # ------------------------------------------------------------------------------------------- datamanager
 
 
-def make_dm(collection: Path, world_size: int, rank: int):
+def make_dm(collection: Path, world_size: int, rank: int, **kwargs):
     from nid_nerf.dataparsers.collection import NIDCollectionDataParserConfig
     from nid_nerf.datamanager import NIDDataManagerConfig
 
     config = NIDDataManagerConfig(dataparser=NIDCollectionDataParserConfig(data=collection),
-                                  train_num_rays_per_batch=256, eval_num_rays_per_batch=256)
+                                  train_num_rays_per_batch=256, eval_num_rays_per_batch=256, **kwargs)
     torch.manual_seed(42 + rank)  # what nerfstudio's train_loop does per rank (machine.seed + rank)
     return config.setup(device="cpu", test_mode="val", world_size=world_size, local_rank=rank)
 
@@ -120,6 +120,39 @@ def test_two_ranks_own_and_draw_different_images(collection):
         assert report["images"] == shard and report["rays_drawn"] == 3 * 256
         assert set(map(int, report["rays_per_image"])) <= set(shard)
     assert drawn[0].isdisjoint(drawn[1])
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_scenes_per_step_draws_each_batch_from_that_many_scenes(collection, world_size):
+    dm = make_dm(collection, world_size, 0, scenes_per_step=1)
+    scene = dm.train_dataset.cameras.metadata["scene_index"].reshape(-1)
+    owned = set(dm.train_shard) if dm.train_shard is not None else set(range(len(dm.train_dataset)))
+    seen = set()
+    for step in range(12):
+        ray_bundle, batch = dm.next_train(step)
+        images = batch["indices"][:, 0]
+        assert images.shape[0] == 256 and set(images.tolist()) <= owned
+        scenes = set(scene[images].tolist())
+        assert len(scenes) == 1, "one scene per step"
+        assert torch.equal(ray_bundle.metadata["scene_index"].reshape(-1), scene[images])
+        dm.observe_residuals(batch, torch.rand(images.shape[0]))
+        seen |= scenes
+    assert seen == {0, 1, 2}, "the scene changes from step to step"
+
+
+def test_restrict_to_scenes_subsets_every_per_image_entry():
+    from nid_nerf.datamanager import restrict_to_scenes
+
+    batch = {"image": torch.arange(6.0).reshape(6, 1, 1, 1), "image_idx": torch.tensor([5, 4, 3, 2, 1, 0]),
+             "mask": [torch.full((1, 1), i) for i in range(6)], "note": "kept"}
+    image_scenes = torch.tensor([0, 0, 1, 1, 2, 2])
+    torch.manual_seed(0)
+    out = restrict_to_scenes(batch, image_scenes, 1)
+    (kept_scene,) = set(image_scenes[out["image_idx"]].tolist())
+    assert sorted(out["image_idx"].tolist()) == [i for i in range(6) if image_scenes[i] == kept_scene]
+    assert [int(m) for m in out["mask"]] == out["image"].reshape(-1).long().tolist() == [5 - i for i in out["image_idx"].tolist()]
+    assert out["note"] == "kept"
+    assert restrict_to_scenes(batch, image_scenes, 3) is batch
 
 
 def test_one_process_is_not_sharded(collection):
