@@ -33,7 +33,8 @@ def optimizers(max_steps: int, lr_experts: float = 1e-2, lr_decoder: float = 5e-
 
 
 def trainer_config(
-    method_name: str, max_steps: int, dataparser, model: NIDModelConfig, rays: int, eval_every: int
+    method_name: str, max_steps: int, dataparser, model: NIDModelConfig, rays: int, eval_every: int,
+    lr_codes: float = 1e-2,
 ) -> NIDTrainerConfig:
     """The ns-train config of a NID method: CPU-friendly eval cadence, atomic checkpoints, residual sampler."""
     return NIDTrainerConfig(
@@ -52,7 +53,7 @@ def trainer_config(
             ),
             model=model,
         ),
-        optimizers=optimizers(max_steps),
+        optimizers=optimizers(max_steps, lr_codes=lr_codes),
         viewer=ViewerConfig(num_rays_per_chunk=16384),
         vis="viewer",
     )
