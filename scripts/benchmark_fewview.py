@@ -309,7 +309,8 @@ def markdown(runs: List[Run], args, collections: List[Collection], command: str,
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}",
         f"- images {args.resolution_note}; {args.rays} rays per batch; every SDF run {args.steps} steps "
-        f"(nid: {args.solve_steps} solve + {args.steps - args.solve_steps} refine); nerfacto {args.nerfacto_steps} steps",
+        f"(nid: {args.solve_steps} solve + {args.steps - args.solve_steps} refine)"
+        + (f"; nerfacto {args.nerfacto_steps} steps" if any(r.method == "nerfacto" for r in runs) else ""),
         f"- PSNR/SSIM: all test views of each scene (ns-eval path, white background); Chamfer (L1, world units, "
         f"object radius 0.8) and F-score@1% of the marching-cubes mesh ({args.mesh_resolution}^3, isovalue 0) "
         "against gt_mesh.ply",
@@ -336,8 +337,10 @@ def markdown(runs: List[Run], args, collections: List[Collection], command: str,
                                                  scores_of(runs, collection.name, 3, "scratch", "final"))]
         solve_gain = [a.psnr - b.psnr for a, b in zip(scores_of(runs, collection.name, 3, "nid", "solve"),
                                                        scores_of(runs, collection.name, 3, "scratch", "final"))]
-        lines += ["", f"At 3 views, NID solve + refine - scratch: **{_fmt(finite_mean(gain))} dB** (per scene: "
-                  f"{', '.join(_fmt(g) for g in gain)}); solve only - scratch: {_fmt(finite_mean(solve_gain))} dB.", ""]
+        if gain:
+            lines += ["", f"At 3 views, NID solve + refine - scratch: **{_fmt(finite_mean(gain))} dB** (per scene: "
+                      f"{', '.join(_fmt(g) for g in gain)}); solve only - scratch: {_fmt(finite_mean(solve_gain))} dB."]
+        lines += [""]
         lines += ["Time to quality: training seconds (and steps) until a run first reaches the final PSNR of "
                   "scratch with all views, on the eval subset; '-' = never within the budget. Speed-up = scratch's "
                   "time / the run's time (seconds; steps in brackets: every method's step costs about the same, and "
