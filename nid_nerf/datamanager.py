@@ -130,6 +130,11 @@ class NIDDataManager(VanillaDataManager):
     """Training images this process owns (None: one process, all images)."""
 
     def setup_train(self):
+        if self.config.scenes_per_step < 0:
+            raise NIDInputError(
+                f"datamanager.scenes-per-step is {self.config.scenes_per_step}; use 0 (rays from every scene) or a "
+                "positive number of scenes per step"
+            )
         rank, world_size = rank_and_world_size(self.world_size, self.local_rank)
         self.rank = rank
         if world_size == 1:

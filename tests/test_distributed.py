@@ -140,6 +140,11 @@ def test_scenes_per_step_draws_each_batch_from_that_many_scenes(collection, worl
     assert seen == {0, 1, 2}, "the scene changes from step to step"
 
 
+def test_negative_scenes_per_step_is_a_clear_error(collection):
+    with pytest.raises(NIDInputError, match="scenes-per-step is -1"):
+        make_dm(collection, 1, 0, scenes_per_step=-1)
+
+
 def test_restrict_to_scenes_subsets_every_per_image_entry():
     from nid_nerf.datamanager import restrict_to_scenes
 
