@@ -157,6 +157,12 @@ class NIDDataManager(VanillaDataManager):
                 self.train_dataset = full
             self._restrict_previews_to_shard()
         self.rays_per_image = torch.zeros(len(self.train_dataset), dtype=torch.long)
+        scenes = scene_indices(self.train_dataset) if self.config.scenes_per_step > 0 else None
+        if scenes is not None:
+            # every image batch nerfstudio's next_train draws keeps the images of scenes_per_step scenes only
+            image_scenes, batches = torch.tensor(scenes, dtype=torch.long), self.iter_train_image_dataloader
+            self.iter_train_image_dataloader = (restrict_to_scenes(batch, image_scenes, self.config.scenes_per_step)
+                                                for batch in batches)
 
     def _restrict_previews_to_shard(self) -> None:
         """Residual previews show images this rank trains on (the others stay unvisited in its map)."""
@@ -214,26 +220,10 @@ class NIDDataManager(VanillaDataManager):
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         if self.residual_sampler is not None:
             self.residual_sampler.set_step(step)
-        image_scenes = self._image_scene_tensor() if self.config.scenes_per_step > 0 else None
-        if image_scenes is not None:
-            self.train_count += 1
-            image_batch = restrict_to_scenes(next(self.iter_train_image_dataloader), image_scenes,
-                                             self.config.scenes_per_step)
-            assert self.train_pixel_sampler is not None
-            batch = self.train_pixel_sampler.sample(image_batch)
-            ray_bundle = self.train_ray_generator(batch["indices"])
-        else:
-            ray_bundle, batch = super().next_train(step)
+        ray_bundle, batch = super().next_train(step)
         images = batch["indices"][:, 0].to("cpu", torch.long)
         self.rays_per_image += torch.bincount(images, minlength=self.rays_per_image.shape[0])
         return ray_bundle, batch
-
-    def _image_scene_tensor(self) -> Optional[Tensor]:
-        """Scene of every training image (global image index), cached; None for a single scene."""
-        if not hasattr(self, "_image_scenes"):
-            scenes = scene_indices(self.train_dataset)
-            self._image_scenes = None if scenes is None else torch.tensor(scenes, dtype=torch.long)
-        return self._image_scenes
 
     def observe_residuals(self, batch: Dict, per_ray_residual: Float[Tensor, "num_rays"]) -> None:
         """Feed the per-ray residual of the rays just trained back to the sampler (no-op for uniform)."""
