@@ -52,9 +52,9 @@ def pretrain(collection: Path, exclude: List[str], K: int, k: int, args, work: P
     """Pretrain one dictionary; returns its timing and where it was written."""
     from nerfstudio.utils import writer
 
-    from nid_nerf.bench.harness import setup_trainer, train_step
-    from nid_nerf.bench.method_config import make_trainer_config
-    from nid_nerf.dictionary import export_dictionary
+    from nid_nerf.benchmarks.harness import setup_trainer, train_step
+    from nid_nerf.benchmarks.method_config import make_trainer_config
+    from nid_nerf.fields.dictionary import export_dictionary
 
     overrides = {
         "pipeline.model.num_experts": K,
@@ -143,7 +143,7 @@ def plot(results: Dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nid_nerf.bench.report import save_figure_atomic
+    from nid_nerf.io import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     by_k: Dict[int, List] = {}
@@ -169,7 +169,7 @@ def plot(results: Dict, path: Path) -> None:
     axes[0].set_title("quality")
     axes[1].set_title("cost")
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+    save_figure(path, fig, dpi=110)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -189,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "dictionary_sweep.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from nid_nerf.bench.report import write_atomic
+    from nid_nerf.io import write_text
 
     command = "python scripts/benchmark_dictionary_sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     run_args = single_run_settings(args, args.mesh_resolution)
 
     def save() -> None:
-        write_atomic(json_path, json.dumps(results, indent=1))
+        write_text(json_path, json.dumps(results, indent=1))
 
     for scene in solved:
         if scene not in results["scratch"]:
@@ -228,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             tqdm.write(f"{key} {scene}: solve {run.scores['solve'].psnr:.2f} dB, "
                        f"solve + refine {run.scores['final'].psnr:.2f} dB")
             save()
-    write_atomic(args.output, markdown(results, args, command))
+    write_text(args.output, markdown(results, args, command))
     plot(results, args.plot)
     print(f"sweep -> {args.output}, {args.plot}")
 

@@ -217,8 +217,8 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
               after: Optional[Callable[[object], Dict[str, float]]] = None) -> Run:
     """Train one run in this process and score it; ``extra_overrides`` are further config attributes, and
     ``after(pipeline)`` may measure more on the trained pipeline (kept in ``run.extra``)."""
-    from nid_nerf.bench.harness import EvalSet, evaluate, setup_trainer, train_step
-    from nid_nerf.bench.method_config import make_trainer_config
+    from nid_nerf.benchmarks.harness import EvalSet, evaluate, setup_trainer, train_step
+    from nid_nerf.benchmarks.method_config import make_trainer_config
     from nerfstudio.utils import writer
 
     views = None if run.views >= args.all_views_count else run.views
@@ -382,7 +382,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nid_nerf.bench.report import save_figure_atomic
+    from nid_nerf.io import save_figure
 
     colors = {"solve": "tab:orange", "solve + refine": "tab:red", "scratch": "tab:blue", "nerfacto": "tab:gray"}
     fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 4), squeeze=False)
@@ -401,7 +401,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    save_figure_atomic(fig, views_path, dpi=120)
+    save_figure(views_path, fig, dpi=120)
 
     shown_views = [v for v in (3, args.all_views_count) if any(r.views == v for r in runs)]
     fig, axes = plt.subplots(len(shown_views), len(collections), figsize=(5 * len(collections), 3.6 * len(shown_views)),
@@ -426,7 +426,7 @@ def plot(runs: List[Run], args, collections: List[Collection], views_path: Path,
             ax.set_title(f"{collection.name}, {'all' if views >= args.all_views_count else views} views (each line a scene)")
             ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure_atomic(fig, time_path, dpi=120)
+    save_figure(time_path, fig, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,7 +467,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--plot-time", type=Path, default=REPO / "docs" / "fewview_psnr_vs_time.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from nid_nerf.bench.report import write_atomic
+    from nid_nerf.io import write_text
 
     collections = [Collection.parse(text) for text in args.collection]
     command = "python scripts/benchmark_fewview.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -507,8 +507,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                    f"({run.median_iteration_ms:.0f} ms/it)")
         payload = {"command": command, "runs": [asdict(r) for r in runs] + [asdict(r) for k, r in done.items()
                                                                              if k not in {x.key for x in runs}]}
-        write_atomic(json_path, json.dumps(payload, indent=1, default=str))
-    write_atomic(args.output, markdown(runs, args, collections, command, started))
+        write_text(json_path, json.dumps(payload, indent=1, default=str))
+    write_text(args.output, markdown(runs, args, collections, command, started))
     plot(runs, args, collections, args.plot_views, args.plot_time)
     print(f"wrote {args.output}, {args.plot_views}, {args.plot_time}, {json_path}")
 

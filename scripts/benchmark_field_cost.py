@@ -55,19 +55,20 @@ import torch
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # method_configs is a top-level package of the repo
+if str(REPO) not in sys.path:  # nid_nerf.configs is a top-level package of the repo
     sys.path.insert(0, str(REPO))
 
 from nerfstudio.data.scene_box import SceneBox  # noqa: E402
 from nerfstudio.engine.optimizers import Optimizers  # noqa: E402
 
-from method_configs.common import optimizers as method_optimizers  # noqa: E402
-from nid_nerf.bench.report import machine_summary, save_figure_atomic, write_atomic  # noqa: E402
-from nid_nerf.dictionary import export_dictionary  # noqa: E402
-from nid_nerf.encoding import corner_lookup, interpolate  # noqa: E402
+from nid_nerf.configs.method_configs import optimizers as method_optimizers  # noqa: E402
+from nid_nerf.benchmarks.report import machine_summary  # noqa: E402
+from nid_nerf.io import save_figure, write_text  # noqa: E402
+from nid_nerf.fields.dictionary import export_dictionary  # noqa: E402
+from nid_nerf.fields.encoding import corner_lookup, interpolate  # noqa: E402
 from nid_nerf.errors import NIDInputError, install_excepthook  # noqa: E402
-from nid_nerf.model import NIDModel, NIDModelConfig  # noqa: E402
-from nid_nerf.rendering import ray_aabb, stratified_midpoints  # noqa: E402
+from nid_nerf.models.nid_model import NIDModel, NIDModelConfig  # noqa: E402
+from nid_nerf.model_components.rendering import ray_aabb, stratified_midpoints  # noqa: E402
 
 TARGET_RATIO = 1.3
 """issue #4: per-sample cost at k=16 within 1.3x of k=1, and at K=256 within 1.3x of K=16"""
@@ -292,7 +293,7 @@ def set_allocator(name: str, explicit: bool) -> None:
         return
     import ctypes
 
-    from nid_nerf.allocator import GLIBC_CONVERGED, KEEP, set_malloc_thresholds
+    from nid_nerf.engine.allocator import GLIBC_CONVERGED, KEEP, set_malloc_thresholds
 
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
@@ -702,7 +703,7 @@ def plot(data: Dict, path: Path) -> None:
         ax.set_title(f"{case}: where the time goes, N={n_big:,}" + (f" ({allocs[0]})" if len(allocs) > 1 else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=90)
+    save_figure(path, fig, dpi=90)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -785,9 +786,9 @@ def run(args, command: str) -> Dict:
     data["ratios"] = ratios(data)
     data["ratios_with_adam"] = ratios(data, with_adam=True)
     out = args.output
-    write_atomic(out.with_suffix(".json"), json.dumps(data, indent=1))
+    write_text(out.with_suffix(".json"), json.dumps(data, indent=1))
     plot(data, out.with_suffix(".png"))
-    write_atomic(out, markdown(data, meta))
+    write_text(out, markdown(data, meta))
     return data
 
 
@@ -800,9 +801,9 @@ def render_only(args) -> Dict:
     if args.notes is not None:
         meta["notes"] = args.notes.read_text()
     out = args.output
-    write_atomic(out.with_suffix(".json"), json.dumps(data, indent=1))  # the notes travel with the numbers
+    write_text(out.with_suffix(".json"), json.dumps(data, indent=1))  # the notes travel with the numbers
     plot(data, out.with_suffix(".png"))
-    write_atomic(out, markdown(data, meta))
+    write_text(out, markdown(data, meta))
     return data
 
 

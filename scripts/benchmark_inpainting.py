@@ -56,8 +56,8 @@ def inpainting_scores(pipeline, keep_views: Optional[List[int]] = None) -> Dict:
     For the views in ``keep_views`` the result also holds ``views[i]``: the full image (``target``), what training
     saw (``occluded``: the occluder in grey) and the ``render``.
     """
-    from nid_nerf.bench.harness import composite_rgb
-    from nid_nerf.data.occlusion import hidden_mask
+    from nid_nerf.benchmarks.harness import composite_rgb
+    from nid_nerf.dataparsers.hidden_regions import hidden_mask
 
     datamanager = pipeline.datamanager
     outputs, dataset = datamanager.train_dataparser_outputs, datamanager.train_dataset
@@ -127,7 +127,7 @@ def figure(example: Dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nid_nerf.bench.report import save_figure_atomic
+    from nid_nerf.io import save_figure
 
     panels = [("full training image", example["target"]), ("what training saw", example["occluded"])]
     panels += [(f"{m} render", example[m]) for m in METHODS if m in example]
@@ -138,7 +138,7 @@ def figure(example: Dict, path: Path) -> None:
         ax.axis("off")
     fig.suptitle(example["title"], fontsize=9)
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=110)
+    save_figure(path, fig, dpi=110)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -154,7 +154,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "inpainting_example.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from nid_nerf.bench.report import write_atomic
+    from nid_nerf.io import write_text
 
     collections = [Collection.parse(text) for text in args.collection]
     command = "python scripts/benchmark_inpainting.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -197,8 +197,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         keys = {r.key for r in runs}
         payload = {"command": command, "runs": [asdict(r) for r in runs] + [asdict(r) for k, r in done.items()
                                                                              if k not in keys]}
-        write_atomic(json_path, json.dumps(payload, indent=1, default=str))
-    write_atomic(args.output, markdown(runs, args, command))
+        write_text(json_path, json.dumps(payload, indent=1, default=str))
+    write_text(args.output, markdown(runs, args, command))
     if {"target", *METHODS} <= set(example):
         figure(example, args.figure)
     print(f"inpainting -> {args.output}")

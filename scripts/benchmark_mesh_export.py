@@ -53,7 +53,7 @@ def child(spec: Dict) -> Dict:
     import torch
 
     from nid_nerf.mesh.extract import extract_mesh
-    from nid_nerf.mesh.io import write_mesh_atomic
+    from nid_nerf.mesh.mesh_io import write_mesh_atomic
 
     torch.set_num_threads(spec["threads"])
     t0 = time.perf_counter()

@@ -66,9 +66,9 @@ def evaluate_all(pipeline) -> dict[str, float]:
 def main() -> None:
     from tqdm import tqdm
 
-    from nid_nerf.bench.harness import setup_trainer, train_step
-    from nid_nerf.bench.method_config import make_trainer_config
-    from nid_nerf.bench.report import write_atomic
+    from nid_nerf.benchmarks.harness import setup_trainer, train_step
+    from nid_nerf.benchmarks.method_config import make_trainer_config
+    from nid_nerf.io import write_text
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=int, nargs="+", default=[250, 1000])
@@ -93,7 +93,7 @@ def main() -> None:
             rows.append((label, budget, metrics["psnr"], metrics["ssim"], metrics["views"], seconds))
             print(f"{label:28s} {budget:5d} steps  PSNR {metrics['psnr']:.2f}  SSIM {metrics['ssim']:.3f}  "
                   f"({seconds:.0f} s training)", flush=True)
-            write_atomic(args.output, report(rows, command, args.resolution))  # partial results survive
+            write_text(args.output, report(rows, command, args.resolution))  # partial results survive
     print(report(rows, command, args.resolution))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the residual ray sampler (INT for rays) against uniform sampling, in one run.
 
-Every scene is rendered once (``nid_nerf.data`` render tools) from the classic meshes and the blob
+Every scene is rendered once (``nid_nerf.synthetic`` render tools) from the classic meshes and the blob
 collection in ../shared/data/meshes; every variant then trains ``ns-train nid-field``'s own config
 (same model, same budget, same seed), overriding only the data, the step budget and the sampler.
 The loop is ``Trainer.train``'s iteration (callbacks + ``train_iteration``), timed per step with
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nid_nerf.bench.report import save_figure_atomic, write_atomic
+from nid_nerf.io import save_figure, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MESHES = REPO.parent / "shared" / "data" / "meshes"
@@ -83,14 +83,14 @@ def render_scene(name: str, meshes_root: Path, data_dir: Path, resolution: int, 
         return out
     mesh = mesh_path(name, meshes_root)
     try:
-        from nid_nerf.data.render import render_mesh_scene
+        from nid_nerf.synthetic.render import render_mesh_scene
     except ImportError:
         render_mesh_scene = None
     if render_mesh_scene is not None:
         render_mesh_scene(mesh, out, views_train=views_train, views_test=views_test, resolution=resolution, seed=seed)
     else:  # the collection renderer, one scene
-        from nid_nerf.data.collection import RenderSettings, SceneJob
-        from nid_nerf.data.collection import render_scene as render_collection_scene
+        from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob
+        from nid_nerf.synthetic.collection_renderer import render_scene as render_collection_scene
 
         settings = RenderSettings(views_train=views_train, views_test=views_test, resolution=resolution, seed=seed)
         result = render_collection_scene(SceneJob(out.name, path=str(mesh)), settings, out.parent)
@@ -170,7 +170,7 @@ def seed_everything(seed: int) -> None:
 
 def build_config(scene_dir: Path, steps: int, overrides: Dict[str, object], output_dir: Path, seed: int):
     """``ns-train nid-field``'s config with this data, step budget and sampler."""
-    from method_configs.nid_field import nid_field
+    from nid_nerf.configs.method_configs import nid_field
 
     config = copy.deepcopy(nid_field.config)
     config.data = scene_dir
@@ -278,7 +278,7 @@ class VariantRun:
     """One variant's trainer, stepped one iteration at a time (so that variants can be interleaved)."""
 
     def __init__(self, scene: str, scene_dir: Path, variant: str, overrides: Dict[str, object], args) -> None:
-        from nid_nerf.sampler import ResidualPixelSampler
+        from nid_nerf.sampling.residual_sampler import ResidualPixelSampler
 
         seed_everything(args.seed)  # same initial model for every variant
         out_dir = Path(tempfile.mkdtemp(prefix=f"{scene}-{variant}-", dir=args.work_dir))
@@ -490,11 +490,11 @@ def write_markdown(path: Path, text: str) -> None:
         if NOTES_BEGIN in old:
             notes = old[old.index(NOTES_BEGIN):]
     text = text + "\n" + (notes or NOTES_BEGIN + "\n")
-    write_atomic(path, text)
+    write_text(path, text)
 
 
 def save_figure(fig, path: Path) -> None:
-    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
+    save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def plot_psnr(results: List[RunResult], rows: List[Dict], path: Path) -> None:
@@ -680,7 +680,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"{scene}/{name}: final PSNR {result.final_psnr:.2f} dB, {result.median_iteration_ms:.0f} ms/iter "
                   f"(median), sampler {result.median_sampler_ms:.2f} ms/iter", flush=True)
         dump = [{**dataclasses.asdict(r), "snapshots": len(r.snapshots)} for r in results]
-        write_atomic(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
+        write_text(json_path, json.dumps({"command": command, "settings": settings, "runs": dump},
                                                 indent=1, default=str))
     rows = summarise(results)
     plot_psnr(results, rows, args.plot)
@@ -703,7 +703,7 @@ def sampler_overhead_table(variants: List[Tuple[str, Dict[str, object]]], args, 
     """Time sample + observe alone on a synthetic cached batch of the benchmark's size (no model)."""
     from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 
-    from nid_nerf.sampler import ResidualPixelSamplerConfig
+    from nid_nerf.sampling.residual_sampler import ResidualPixelSamplerConfig
 
     n, res, rays = args.views_train, args.resolution, 1024
     batch = {"image": torch.rand(n, res, res, 4), "image_idx": torch.randperm(n)}
@@ -774,7 +774,7 @@ def load_finished_runs(json_path: Path, settings: Dict[str, str]) -> Dict[str, R
 
 def snapshot_gt(scene_dir: Path, image_index: int, run: RunResult) -> np.ndarray:
     """The ground-truth training image of the figure, as the datamanager serves it (white background)."""
-    from method_configs.nid_field import nid_field
+    from nid_nerf.configs.method_configs import nid_field
 
     dataparser = copy.deepcopy(nid_field.config.pipeline.datamanager.dataparser)
     dataparser.data = scene_dir

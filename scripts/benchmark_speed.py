@@ -3,7 +3,7 @@
 
 Each method trains through its own `ns-train` config (1024 rays per batch for all, CPU, no viewer,
 nerfacto with `--pipeline.model.implementation torch`, LPIPS patched out inside the harness) for the
-same wall-clock budget; see nid_nerf/bench/harness.py for exactly what is timed. Reported: seconds
+same wall-clock budget; see nid_nerf/benchmarks/harness.py for exactly what is timed. Reported: seconds
 per iteration (median and mean), held-out PSNR against training wall-clock (table and figure), the
 rays/s of `model.get_outputs_for_camera`, and whether the method's own eval path (`ns-eval`'s) runs.
 
@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
-from nid_nerf.bench.harness import Budget, MethodResult, run_method
-from nid_nerf.bench.method_config import default_dataparser, make_trainer_config, override_flags
-from nid_nerf.bench.report import eval_marks, markdown_report, plot_psnr, results_json, write_atomic
+from nid_nerf.benchmarks.harness import Budget, MethodResult, run_method
+from nid_nerf.benchmarks.method_config import default_dataparser, make_trainer_config, override_flags
+from nid_nerf.benchmarks.report import eval_marks, markdown_report, plot_psnr, results_json
+from nid_nerf.io import write_text
 from nid_nerf.errors import NIDInputError
 
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -126,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     budget_summary = (f"{args.seconds:.0f} s of training per method" + (f" or {args.max_steps} iterations"
                       if args.max_steps else "") + f", {args.rays} rays per batch, evaluation every {eval_every:.0f} s")
     marks = eval_marks(eval_every, args.seconds)
-    write_atomic(args.output.with_suffix(".json"), results_json(results, command=command, budget=budget_summary,
+    write_text(args.output.with_suffix(".json"), results_json(results, command=command, budget=budget_summary,
                                                                 data=data_summary, flags=flags))
     plot_psnr(results, plot)
     text = markdown_report(results, command=command, data_summary=data_summary, budget_summary=budget_summary,
                            marks=marks, flags=flags, loads=loads, plot_name=os.path.relpath(plot, args.output.parent),
                            ours=args.methods[0], baseline=args.baseline)
-    write_atomic(args.output, text)
+    write_text(args.output, text)
     print(text)
     print(f"wrote {args.output}, {args.output.with_suffix('.json')} and {plot}")
     return 0

@@ -4,7 +4,7 @@
     python scripts/eval_mesh.py --pred mesh.ply --gt gt_mesh.ply --output metrics.json
 """
 
-from nid_nerf.mesh.eval_cli import entrypoint
+from nid_nerf.cli.eval_mesh import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

@@ -4,7 +4,7 @@
     python scripts/export_dictionary.py --load-config outputs/.../nid-dict/<run>/config.yml [--output dict.pt]
 """
 
-from nid_nerf.dictionary_cli import entrypoint
+from nid_nerf.cli.export_dictionary import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

@@ -4,7 +4,7 @@
     python scripts/export_mesh.py --load-config outputs/.../config.yml --output mesh.ply [--resolution 256]
 """
 
-from nid_nerf.mesh.export_cli import entrypoint
+from nid_nerf.cli.export_mesh import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

@@ -75,7 +75,7 @@ def figure(scene: Path, runs: Dict[str, Path], train_views: List[str], output: P
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from nid_nerf.bench.report import save_figure_atomic
+    from nid_nerf.io import save_figure
 
     def on_white(image: np.ndarray) -> np.ndarray:
         image = image.astype(np.float32) / 255.0
@@ -103,7 +103,7 @@ def figure(scene: Path, runs: Dict[str, Path], train_views: List[str], output: P
             axes[2 + i, j].imshow(both[:, half:])
             axes[2 + i, j].set_title(name, fontsize=8)
     fig.tight_layout()
-    save_figure_atomic(fig, output, dpi=110)
+    save_figure(output, fig, dpi=110)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
     parser.add_argument("--mesh-resolution", type=int, default=128)
     args = parser.parse_args(argv)
-    from nid_nerf.bench.report import write_atomic
+    from nid_nerf.io import write_text
 
     start = time.perf_counter()
     logs = args.output / "logs"
@@ -181,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name, r in results.items():
         lines.append(f"- {name}: config `{runs[name] / 'config.yml'}`, mesh `{r['mesh']}`")
     page = args.output / "results.md"
-    write_atomic(page, "\n".join(lines) + "\n")
+    write_text(page, "\n".join(lines) + "\n")
     print("\n" + "\n".join(lines[:8 + len(results)]))
     print(f"\nresults page: {page}\nfigure:       {args.output / 'results.png'}\n"
           f"viewer:       ns-viewer --load-config {runs['NID'] / 'config.yml'}")

@@ -14,7 +14,7 @@ from typing import List
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nid_nerf.data.scene_writer import decode_depth
+from nid_nerf.synthetic.scene_writer import decode_depth
 
 TILE = 128
 LABEL_W = 90

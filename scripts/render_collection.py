@@ -8,7 +8,7 @@
 Same as the ``nid-render-collection`` console script; see ``--help``.
 """
 
-from nid_nerf.data.render_cli import entrypoint
+from nid_nerf.cli.render_collection import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

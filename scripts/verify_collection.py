@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nid_nerf.data.verify import check_scene
+from nid_nerf.synthetic.verify import check_scene
 from nid_nerf.errors import NIDInputError, install_excepthook
 
 

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from nid_nerf.bench.viewer_check import capture_viewer
+from nid_nerf.benchmarks.viewer_check import capture_viewer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from nid_nerf.data.collection import RenderSettings
+from nid_nerf.synthetic.collection_renderer import RenderSettings
 
 ASSETS = Path(__file__).parent / "assets" / "meshes"
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "meshes"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nid_nerf.data.collection import family_jobs, render_collection
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 from nid_nerf.dataparsers import NIDCollectionDataParserConfig, NIDSceneDataParserConfig
 from nid_nerf.errors import NIDInputError
 from render_helpers import FAST
@@ -168,16 +168,18 @@ def test_scene_versus_collection_mixups(scene, tmp_path):
         NIDCollectionDataParserConfig(data=tmp_path / "empty").setup().get_dataparser_outputs()
 
 
-def test_error_prints_one_line_without_traceback(scene):
+def test_error_prints_one_line_without_traceback(scene, tmp_path):
+    """ns-train on bad data: one line, no traceback (the printer is installed when a nid-nerf run starts)."""
     (scene / "transforms.json").write_text("{ broken")
-    code = (
-        "import nid_nerf\n"
-        "from pathlib import Path\n"
-        "from nid_nerf.dataparsers import NIDSceneDataParserConfig\n"
-        f"NIDSceneDataParserConfig(data=Path({str(scene)!r})).setup().get_dataparser_outputs()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    ns_train = Path(sys.executable).parent / "ns-train"
+    proc = subprocess.run([str(ns_train), "nid-field", "--data", str(scene), "--output-dir", str(tmp_path / "out"),
+                           "--vis", "tensorboard"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr
     assert lines[-1].startswith("nid-nerf error: ") and "transforms.json is malformed JSON" in lines[-1]
+
+
+def test_importing_the_plugin_has_no_side_effects():
+    code = "import sys; hook = sys.excepthook; import nid_nerf, nid_nerf.configs.method_configs; assert sys.excepthook is hook"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nid_nerf.data.collection import family_jobs, render_collection
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig, NIDSceneDataParserConfig
 from nid_nerf.dataparsers.few_view import farthest_point_sampling
 from nid_nerf.errors import NIDInputError
@@ -161,7 +161,7 @@ def test_mixed_resolutions_through_a_datamanager(collection, manager_kind):
 
     config_type = VanillaDataManagerConfig
     if manager_kind == "nid":
-        config_type = pytest.importorskip("nid_nerf.datamanager").NIDDataManagerConfig
+        config_type = pytest.importorskip("nid_nerf.engine.datamanager").NIDDataManagerConfig
     config = config_type(
         dataparser=NIDCollectionDataParserConfig(data=collection),
         train_num_rays_per_batch=512,

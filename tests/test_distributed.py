@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nid_nerf.distributed import install_gloo_worker, shard_images
+from nid_nerf.engine.distributed import install_gloo_worker, shard_images
 from nid_nerf.errors import NIDInputError
 
 torch.set_num_threads(1)
@@ -79,7 +79,7 @@ def test_sharding_without_scenes_and_with_one_process():
 
 def make_dm(collection: Path, world_size: int, rank: int, **kwargs):
     from nid_nerf.dataparsers.collection import NIDCollectionDataParserConfig
-    from nid_nerf.datamanager import NIDDataManagerConfig
+    from nid_nerf.engine.datamanager import NIDDataManagerConfig
 
     config = NIDDataManagerConfig(dataparser=NIDCollectionDataParserConfig(data=collection),
                                   train_num_rays_per_batch=256, eval_num_rays_per_batch=256, **kwargs)
@@ -146,7 +146,7 @@ def test_negative_scenes_per_step_is_a_clear_error(collection):
 
 
 def test_restrict_to_scenes_subsets_every_per_image_entry():
-    from nid_nerf.datamanager import restrict_to_scenes
+    from nid_nerf.engine.datamanager import restrict_to_scenes
 
     batch = {"image": torch.arange(6.0).reshape(6, 1, 1, 1), "image_idx": torch.tensor([5, 4, 3, 2, 1, 0]),
              "mask": [torch.full((1, 1), i) for i in range(6)], "note": "kept"}
@@ -175,7 +175,7 @@ def ddp_probe(local_rank: int, world_size: int, config, global_rank: int = 0) ->
     import torch.distributed as dist
     from nerfstudio.utils import comms
 
-    from nid_nerf.distributed import gather_objects, rank_and_world_size, rewrap_ddp, wrap_ddp
+    from nid_nerf.engine.distributed import gather_objects, rank_and_world_size, rewrap_ddp, wrap_ddp
 
     torch.manual_seed(global_rank)  # different initial weights: DDP must copy rank 0's
     model = torch.nn.Linear(3, 1)
@@ -292,7 +292,7 @@ def test_ns_train_nid_field_solve_then_refine_with_two_cpu_processes(dict_run, c
     state = torch.load(next(run_dir.rglob("*.ckpt")), weights_only=True)["pipeline"]
     tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
     assert torch.equal(tables, torch.load(dictionary, weights_only=True)["tables"])
-    residual = next(v for k, v in state.items() if k.endswith("field.residual"))
+    residual = next(v for k, v in state.items() if k.endswith("field.refine_table"))
     assert residual.abs().sum() > 0, "the refine stage trained the residual table"
     # equal checksums after the refine switch: the residual table is averaged over the ranks too
     assert_sharded_and_in_sync(run_dir, 8, {"0"})

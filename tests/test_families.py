@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from nid_nerf.data.collection import family_jobs, render_collection
-from nid_nerf.data.families import FAMILIES, make_member
-from nid_nerf.data.verify import check_scene
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
+from nid_nerf.synthetic.families import FAMILIES, make_member
+from nid_nerf.synthetic.verify import check_scene
 from nid_nerf.errors import NIDInputError
 from render_helpers import FAST
 

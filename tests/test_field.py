@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from nid_nerf.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
-from nid_nerf.field import NIDField
-from nid_nerf.gate import CodeGate, load_balance_loss, top_k_gate
-from nid_nerf.rendering import composite_weights, laplace_density, ray_aabb, sample_pdf
+from nid_nerf.fields.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
+from nid_nerf.fields.nid_field import NIDField
+from nid_nerf.fields.gate import CodeGate, load_balance_loss, top_k_gate
+from nid_nerf.model_components.rendering import composite_weights, laplace_density, ray_aabb, sample_pdf
 
 SPEC = HashGridSpec(num_levels=4, log2_table_size=10, features_per_level=2, base_resolution=4, max_resolution=32)
 
@@ -167,7 +167,7 @@ def test_ray_aabb_and_pdf_sampling():
 def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
     from nerfstudio.data.scene_box import SceneBox
 
-    from nid_nerf.model import NIDModelConfig
+    from nid_nerf.models.nid_model import NIDModelConfig
 
     config = NIDModelConfig(grid_resolution=12, log2_table_size=10, num_levels=4, max_resolution=32)
     model = config.setup(scene_box=SceneBox(torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1)
@@ -184,7 +184,7 @@ def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
 
 
 def test_implementation_choice_without_tinycudann(monkeypatch):
-    from nid_nerf import tcnn_backend
+    from nid_nerf.fields import tcnn_backend
     from nid_nerf.errors import NIDInputError
 
     monkeypatch.setattr(tcnn_backend, "tcnn_available", lambda: False)
@@ -200,7 +200,7 @@ def test_implementation_choice_without_tinycudann(monkeypatch):
 def test_keep_freed_memory_is_on_by_default_and_can_be_turned_off(monkeypatch):
     import ctypes.util
 
-    from nid_nerf.allocator import keep_freed_memory
+    from nid_nerf.engine.allocator import keep_freed_memory
 
     monkeypatch.setenv("NID_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False

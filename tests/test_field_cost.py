@@ -65,7 +65,7 @@ def test_solve_model_loads_the_dictionary_frozen(bench, tmp_path):
 
 
 def test_dense_solve_gate_gives_every_code_entry_a_gradient(bench, tmp_path):
-    from nid_nerf.dictionary import export_dictionary
+    from nid_nerf.fields.dictionary import export_dictionary
 
     source = bench.dict_model(num_experts=4, top_k=2, num_scenes=3, grid=TINY, seed=2)
     model = bench.build_model(1, TINY, dictionary_path=export_dictionary(source, tmp_path / "d.pt"))

@@ -16,11 +16,11 @@ import trimesh
 import yaml
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.mesh.export_cli import ExportMesh, export_mesh
+from nid_nerf.cli.export_mesh import ExportMesh, export_mesh
 
 
 def _render_scene(root: Path) -> Path:
-    from nid_nerf.data.collection import RenderSettings, family_jobs, render_collection
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, family_jobs, render_collection
 
     settings = RenderSettings(views_train=6, views_test=2, resolution=32)
     render_collection(family_jobs("vases", 1), root / "data", settings, workers=1, progress=False)
@@ -190,7 +190,7 @@ def test_scene_index_out_of_range(nid_run, tmp_path):
 @pytest.mark.slow
 def test_nid_dict_scene_index(tmp_path):
     """An untrained nid-dict checkpoint over a two-scene collection: each --scene-index exports its own scene."""
-    from nid_nerf.data.collection import RenderSettings, family_jobs, render_collection
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, family_jobs, render_collection
 
     torch.manual_seed(0)
     settings = RenderSettings(views_train=4, views_test=1, resolution=16)

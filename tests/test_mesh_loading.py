@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nid_nerf.data.colored_mesh import sample_texture
-from nid_nerf.data.mesh_loading import MeshRejected, load_mesh_file
-from nid_nerf.data.normalize import normalize_mesh, up_axis_rotation
+from nid_nerf.synthetic.colored_mesh import sample_texture
+from nid_nerf.synthetic.mesh_loading import MeshRejected, load_mesh_file
+from nid_nerf.synthetic.normalize import normalize_mesh, up_axis_rotation
 from render_helpers import ASSETS, QUADRANTS, colored_box_ply, textured_grid
 
 

@@ -8,7 +8,7 @@ import trimesh
 from PIL import Image
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.mesh.render import RenderMeshes, render_mesh, render_views
+from nid_nerf.mesh.render import RenderMeshes, render_mesh, render_turntable
 
 
 def _two_markers(offset):
@@ -56,9 +56,9 @@ def test_colours_shading_and_background():
     assert grey[0] == grey[1] == grey[2] > 0
 
 
-def test_render_views_and_cli(tmp_path):
+def test_render_turntable_and_cli(tmp_path):
     sphere = trimesh.creation.icosphere(3)
-    strip = render_views(sphere, azimuths=(0, 90), size=32)
+    strip = render_turntable(sphere, azimuths=(0, 90), size=32)
     assert strip.shape == (32, 64, 3)
     a, b = tmp_path / "a.ply", tmp_path / "b.obj"
     sphere.export(a)

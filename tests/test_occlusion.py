@@ -21,16 +21,16 @@ import pytest
 import torch
 from PIL import Image
 
-from nid_nerf.data.collection import family_jobs, render_collection
-from nid_nerf.data.occlusion import (
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
+from nid_nerf.dataparsers.occlusion import (
     check_fraction,
     image_rng,
     occluder_mask,
     read_mask,
-    train_occlusion_mask,
 )
+from nid_nerf.dataparsers.hidden_regions import train_occlusion_mask
 from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig, NIDSceneDataParserConfig
-from nid_nerf.dataparsers.masks import CACHE_FOLDER, _cache_root
+from nid_nerf.dataparsers.training_masks import CACHE_FOLDER, _cache_root
 from nid_nerf.errors import NIDInputError
 from render_helpers import FAST
 
@@ -262,7 +262,7 @@ def _draw(dataparser, sampler: str, steps: int = 12, rejection: bool = True, ray
     """Indices of ``steps`` training batches of the NID datamanager; residuals are fed back, so the residual
     sampler ranks visited pixels against never-visited ones (which rank first, and would be picked if a
     masked pixel ever entered its candidate pool)."""
-    from nid_nerf.datamanager import NIDDataManagerConfig
+    from nid_nerf.engine.datamanager import NIDDataManagerConfig
 
     config = NIDDataManagerConfig(dataparser=dataparser, sampler=sampler, train_num_rays_per_batch=rays)
     config.pixel_sampler.rejection_sample_mask = rejection
@@ -315,7 +315,7 @@ def test_samplers_with_one_view_and_mixed_resolutions(rendered, sampler):
 @pytest.mark.parametrize("sampler", ["uniform", "residual"])
 def test_one_masked_view_with_rejection_sampling(rendered, sampler):
     """nerfstudio 1.1.5's rejection draw squeezes away the image axis of a one-image mask batch;
-    nid_nerf.sampler.MaskedPixelSampler keeps it (and mixed-resolution list batches work too)."""
+    nid_nerf.sampling.residual_sampler.MaskedPixelSampler keeps it (and mixed-resolution list batches work too)."""
     one = NIDSceneDataParserConfig(data=rendered / "mugs_0000", occlusion=0.3, num_train_views=1)
     mixed = NIDCollectionDataParserConfig(data=rendered, occlusion=0.5)
     for dataparser in (one, mixed):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from nid_nerf.data import scene_writer
-from nid_nerf.data.collection import discover_mesh_jobs, render_collection
-from nid_nerf.data.render_cli import main as render_main
+from nid_nerf.synthetic import scene_writer
+from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
+from nid_nerf.cli.render_collection import main as render_main
 from nid_nerf.errors import NIDInputError
 from render_helpers import ASSETS, FAST, plain_stl
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nid_nerf.data.collection import discover_mesh_jobs, render_collection
-from nid_nerf.data.colors import palette_color
+from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
+from nid_nerf.synthetic.colors import palette_color
 from render_helpers import ASSETS, FAST, colored_box_ply, cosine, masked_mean_color, plain_stl, write_textured
 
 

@@ -10,7 +10,7 @@ import torch
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampler import (
+from nid_nerf.sampling.residual_sampler import (
     ResidualMap,
     ResidualPixelSampler,
     ResidualPixelSamplerConfig,

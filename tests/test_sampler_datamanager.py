@@ -16,9 +16,9 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConf
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 
-from nid_nerf.datamanager import NIDDataManager, NIDDataManagerConfig
+from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampler import MaskedPixelSampler, ResidualPixelSampler
+from nid_nerf.sampling.residual_sampler import MaskedPixelSampler, ResidualPixelSampler
 
 torch.set_num_threads(1)
 
@@ -81,7 +81,7 @@ def test_default_residual_map_is_four_pixel_cells(scene):
 
 
 def test_residual_datamanager_samples_observes_and_previews(scene):
-    from nid_nerf.sampler import ResidualPixelSamplerConfig
+    from nid_nerf.sampling.residual_sampler import ResidualPixelSamplerConfig
 
     dm = make_dm(scene, pixel_sampler=ResidualPixelSamplerConfig(map_stride=1, update_weight=1.0))
     assert isinstance(dm.train_pixel_sampler, ResidualPixelSampler)
@@ -143,7 +143,7 @@ def test_uniform_switch_draws_identical_pixels_to_vanilla(scene):
 
 
 def test_unbiased_weights_reach_the_batch(scene):
-    from nid_nerf.sampler import ResidualPixelSamplerConfig
+    from nid_nerf.sampling.residual_sampler import ResidualPixelSamplerConfig
 
     dm = make_dm(scene, pixel_sampler=ResidualPixelSamplerConfig(rule="power", unbiased=True))
     for step in range(3):

@@ -113,7 +113,7 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     state = torch.load(next((tmp_path / "solve").rglob("*.ckpt")), weights_only=True)["pipeline"]
     tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
     assert torch.equal(tables, payload["tables"]), "the dictionary stays frozen while solving"
-    residual = next(v for k, v in state.items() if k.endswith("field.residual"))
+    residual = next(v for k, v in state.items() if k.endswith("field.refine_table"))
     assert residual.abs().sum() > 0, "the refine stage trained the residual table"
     codes = next(v for k, v in state.items() if k.endswith("field.gate.codes"))
     sparse = next(v for k, v in state.items() if k.endswith("field.gate.sparse"))

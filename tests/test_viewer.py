@@ -27,9 +27,9 @@ TRAIN_STEPS = 15
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny scene (one procedural vase, 32 px) and a nid-field trained on it for a few steps."""
-    from nid_nerf.bench.harness import Budget, run_method
-    from nid_nerf.bench.method_config import make_trainer_config
-    from nid_nerf.data.collection import RenderSettings, SceneJob, render_scene
+    from nid_nerf.benchmarks.harness import Budget, run_method
+    from nid_nerf.benchmarks.method_config import make_trainer_config
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob, render_scene
 
     root = tmp_path_factory.mktemp("viewer")
     settings = RenderSettings(views_train=12, views_test=2, resolution=32)
@@ -162,7 +162,7 @@ def test_every_viewer_output_type_can_be_shown(loaded):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
 def test_headless_chromium_sees_the_scene(checkpoint, tmp_path):
     """ns-viewer on the checkpoint, photographed by headless Chromium, shows the rendered vase."""
-    from nid_nerf.bench.viewer_check import capture_viewer
+    from nid_nerf.benchmarks.viewer_check import capture_viewer
 
     capture = capture_viewer(checkpoint, tmp_path / "viewer.png", timeout=240, progress=False)
     assert capture.screenshot.is_file()

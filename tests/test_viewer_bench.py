@@ -1,4 +1,4 @@
-"""The speed-benchmark harness (nid_nerf.bench) and the viewer check's helpers."""
+"""The speed-benchmark harness (nid_nerf.benchmarks) and the viewer check's helpers."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from nid_nerf.bench.harness import Budget, EvalPoint, MethodResult, composite_rgb, psnr, run_method
-from nid_nerf.bench.method_config import loadable_config, make_trainer_config, override_flags
-from nid_nerf.bench.offline import OfflineLPIPS, lpips_patched_out
-from nid_nerf.bench.report import markdown_report, first_eval_after
-from nid_nerf.bench.viewer_check import VISER_MAX_RADIUS, VISER_SCALE, VISER_START_RADIUS, viewport_stats, wheel_deltas
+from nid_nerf.benchmarks.harness import Budget, EvalPoint, MethodResult, composite_rgb, psnr, run_method
+from nid_nerf.benchmarks.method_config import loadable_config, make_trainer_config, override_flags
+from nid_nerf.engine.nerfstudio_patches import OfflineLPIPS, lpips_patched_out
+from nid_nerf.benchmarks.report import markdown_report, first_eval_after
+from nid_nerf.benchmarks.viewer_check import VISER_MAX_RADIUS, VISER_SCALE, VISER_START_RADIUS, viewport_stats, wheel_deltas
 from nid_nerf.errors import NIDInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    from nid_nerf.data.collection import RenderSettings, SceneJob, render_scene
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob, render_scene
 
     root = tmp_path_factory.mktemp("bench")
     result = render_scene(SceneJob("vase", family="vases", index=1), RenderSettings(6, 2, 24), root)

@@ -15,7 +15,7 @@ and in ``DataparserOutputs.metadata`` (shape [N])."""
 
 OCCLUSION_KEYS = ("occlusion_filenames", "occlusion_hidden_fractions")
 """Per training image, with --occlusion: its hidden region (PNG, 255 = hidden) and the share of its object
-pixels that is hidden (see nid_nerf.data.occlusion)."""
+pixels that is hidden (see nid_nerf.dataparsers.occlusion)."""
 
 PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX, *OCCLUSION_KEYS)
 """Metadata entries with one item per image, which follow the images through subsets and concatenation."""

@@ -4,7 +4,7 @@ It checks the input first, so bad data gives one line that names the file and th
 frame by default (no re-orienting or re-scaling; object-centric data is already normalised) and can keep only
 ``num_train_views`` spread-out training views (farthest-point sampling on the camera centres).
 
-Training masks (see :mod:`nid_nerf.dataparsers.masks`): frames' ``mask_path`` (``--masks auto``) or the
+Training masks (see :mod:`nid_nerf.dataparsers.training_masks`): frames' ``mask_path`` (``--masks auto``) or the
 renderer's object masks (``--masks object``), a ``--mask-dir``, and synthetic ``--occlusion`` are ANDed into
 one mask per training image; masked pixels are never drawn, so they never reach the loss. Eval images keep
 only the scene's own masks.
@@ -27,7 +27,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from nid_nerf.dataparsers.few_view import select_train_views
-from nid_nerf.dataparsers.masks import TrainingMaskOptions, apply_training_masks
+from nid_nerf.dataparsers.training_masks import TrainingMaskOptions, apply_training_masks
 from nid_nerf.dataparsers.outputs import subset_outputs, tag_scene
 from nid_nerf.dataparsers.validation import (
     check_data_path,
@@ -38,7 +38,7 @@ from nid_nerf.dataparsers.validation import (
     detect_format,
     read_json,
 )
-from nid_nerf.data.occlusion import check_fraction
+from nid_nerf.dataparsers.occlusion import check_fraction
 from nid_nerf.errors import NIDInputError
 
 DEFAULT_BOX_HALF = {"nerfstudio": 1.0, "blender": 1.5}

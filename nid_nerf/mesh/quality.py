@@ -62,9 +62,9 @@ def _run(cmd: List[str], cwd: Path, log: Path) -> float:
 
 
 def run_quality(args: QualityRun) -> dict:
-    from nid_nerf.data.collection import RenderSettings, SceneJob, render_collection
-    from nid_nerf.mesh.eval_cli import EvalMesh, evaluate
-    from nid_nerf.mesh.export_cli import ExportMesh, export_mesh
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob, render_collection
+    from nid_nerf.cli.eval_mesh import EvalMesh, evaluate
+    from nid_nerf.cli.export_mesh import ExportMesh, export_mesh
     from nid_nerf.mesh.render import RenderMeshes
 
     mesh_path = Path(args.mesh).expanduser().resolve()

@@ -20,6 +20,7 @@ import trimesh
 from PIL import Image
 
 from nid_nerf.errors import NIDInputError
+from nid_nerf.io import save_image
 
 
 def _camera(center: np.ndarray, radius: float, azimuth_deg: float, elevation_deg: float, up_axis: int) -> np.ndarray:
@@ -100,27 +101,11 @@ def render_mesh(
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def render_views(
+def render_turntable(
     mesh: trimesh.Trimesh, azimuths: Sequence[float] = (30.0, 150.0, 270.0), size: int = 384, **kwargs
 ) -> np.ndarray:
     """Side-by-side renders from several azimuths. Returns uint8 RGB [size, size * len(azimuths), 3]."""
     return np.concatenate([render_mesh(mesh, size, size, azimuth_deg=a, **kwargs) for a in azimuths], axis=1)
-
-
-def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write an RGB image as PNG (atomic: temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 @dataclass
@@ -148,9 +133,9 @@ class RenderMeshes:
         for path in self.mesh:
             mesh = load_mesh(path, role="input")
             rows.append(
-                render_views(mesh, self.azimuths, self.size, elevation_deg=self.elevation, up_axis=self.up_axis)
+                render_turntable(mesh, self.azimuths, self.size, elevation_deg=self.elevation, up_axis=self.up_axis)
             )
-        return save_png(np.concatenate(rows, axis=0), self.output)
+        return save_image(self.output, np.concatenate(rows, axis=0))
 
 
 def entrypoint() -> None:

@@ -1,1 +1,0 @@
-"""nerfstudio method specifications of nid-nerf: ``nid-field`` and ``nid-dict``."""

@@ -1,0 +1,92 @@
+"""NIDPipeline: the vanilla pipeline, plus feeding per-ray residuals back to the ray sampler.
+
+Multi-process (``--machine.num-devices N``): the model is wrapped in DistributedDataParallel by
+``nid_nerf.engine.distributed.wrap_ddp`` rather than by nerfstudio's VanillaPipeline, whose wrapper passes
+GPU ``device_ids`` that DDP refuses for CPU modules. Gradients are averaged over the processes at
+every step; metrics, losses, callbacks and checkpoints use the unwrapped model (``self.model``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional, Type
+
+import torch.distributed as dist
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import profiler
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nid_nerf.engine.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
+
+
+@dataclass
+class NIDPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: NIDPipeline)
+    find_unused_parameters: bool = True
+    """Multi-process only: let DDP skip parameters a step does not use (safe default; False saves a graph walk)."""
+
+
+class NIDPipeline(VanillaPipeline):
+    """After each training step, the datamanager sees the photometric residual of the rays it served."""
+
+    config: NIDPipelineConfig
+
+    def __init__(
+        self,
+        config: NIDPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler=None,
+    ):
+        # world_size=1 keeps VanillaPipeline from wrapping the model itself (GPU-only device_ids); the
+        # datamanager takes the real rank and world size from torch.distributed
+        super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
+                         grad_scaler=grad_scaler)
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self._device_name = str(device)
+        self._ddp_trainable: Optional[List[int]] = None
+        if world_size > 1:
+            self._wrap()
+            dist.barrier()
+
+    def _wrap(self) -> None:
+        model = self.model  # unwrapped
+        self._model = wrap_ddp(model, self._device_name, self.local_rank, self.config.find_unused_parameters)
+        self._ddp_trainable = trainable_parameters(model)
+
+    def _rewrap_if_trainable_changed(self, step: int) -> None:
+        """Re-wrap when the set of trainable parameters changed (nid-field's solve -> refine switch).
+
+        The model's callbacks switch parameters at a given step, identically on every rank, so every
+        rank re-wraps (a collective) at the same step.
+        """
+        if trainable_parameters(self.model) != self._ddp_trainable:
+            model = self.model
+            self._model = rewrap_ddp(self._model, self._device_name, self.local_rank,  # type: ignore[arg-type]
+                                     self.config.find_unused_parameters)
+            self._ddp_trainable = trainable_parameters(model)
+            CONSOLE.log(f"nid: trainable parameters changed at step {step}; DDP re-wrapped the model")
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = list(super().get_training_callbacks(training_callback_attributes))
+        if self.world_size > 1:
+            # after the model's own callbacks, which may switch parameters on (refine)
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._rewrap_if_trainable_changed)
+            )
+        return callbacks
+
+    @profiler.time_function
+    def get_train_loss_dict(self, step: int):
+        ray_bundle, batch = self.datamanager.next_train(step)
+        outputs = self._model(ray_bundle)  # DDP forward when multi-process
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        losses = self.model.get_loss_dict(outputs, batch, metrics)
+        observe = getattr(self.datamanager, "observe_residuals", None)
+        if observe is not None and "per_ray_residual" in outputs:
+            observe(batch, outputs["per_ray_residual"])
+        return outputs, losses, metrics

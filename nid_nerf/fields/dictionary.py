@@ -1,0 +1,117 @@
+"""The dictionary file (``dictionary.pt``): experts, decoder, code statistics and the config they fit.
+
+Everything in it is a tensor or a plain Python value, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import Tensor
+
+from nid_nerf.errors import NIDInputError
+from nid_nerf.io import torch_save
+
+FORMAT_VERSION = 1
+
+# model-config fields that fix the shapes of the tables and the decoder
+ARCHITECTURE_FIELDS: Tuple[str, ...] = (
+    "num_experts",
+    "top_k",
+    "num_levels",
+    "log2_table_size",
+    "features_per_level",
+    "base_resolution",
+    "max_resolution",
+    "geo_hidden_dim",
+    "geo_num_layers",
+    "geo_feat_dim",
+    "color_hidden_dim",
+    "color_num_layers",
+    "sphere_radius",
+)
+
+
+def code_statistics(codes: Tensor) -> Tuple[Tensor, Tensor]:
+    """Mean and (ridge-regularised) covariance of the scene codes, [K] and [K, K]."""
+    codes = codes.detach().float()
+    mean = codes.mean(0)
+    centred = codes - mean
+    cov = centred.t() @ centred / max(1, codes.shape[0] - 1)
+    ridge = 1e-4 + 1e-2 * cov.diagonal().mean().clamp(min=0)
+    return mean, cov + ridge * torch.eye(codes.shape[1])
+
+
+def export_dictionary(model, path: Path) -> Path:
+    """Write the dictionary of a trained NIDModel atomically; returns the path."""
+    field = model.field
+    mean, cov = code_statistics(field.gate.codes)
+    payload: Dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "config": {name: getattr(model.config, name) for name in ARCHITECTURE_FIELDS},
+        "tables": field.experts.tables.detach().cpu().clone(),
+        "geometry": {k: v.detach().cpu().clone() for k, v in field.geometry.state_dict().items()},
+        "color_head": {k: v.detach().cpu().clone() for k, v in field.color_head.state_dict().items()},
+        "log_beta": model.log_beta.detach().cpu().clone(),
+        "codes": field.gate.codes.detach().cpu().clone(),
+        "code_mean": mean.cpu(),
+        "code_cov": cov.cpu(),
+        "aabb": field.aabb.detach().cpu().clone(),
+    }
+    path = Path(path)
+    torch_save(path, payload)
+    return path
+
+
+def load_dictionary(path: Path) -> Dict[str, Any]:
+    """Read and sanity-check a dictionary file; one-line NIDInputError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIDInputError(f"dictionary file {path} does not exist; pass the dictionary.pt written by ns-train nid-dict")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise NIDInputError(
+            f"dictionary file {path} cannot be read ({type(err).__name__}); re-export it with "
+            "scripts/export_dictionary.py --load-config <nid-dict run>/config.yml"
+        ) from None
+    required = ("format_version", "config", "tables", "geometry", "color_head", "code_mean", "code_cov")
+    missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise NIDInputError(f"dictionary file {path} is missing {', '.join(missing)}; it is not a nid-nerf dictionary")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise NIDInputError(
+            f"dictionary file {path} has format {payload['format_version']}, this nid-nerf reads {FORMAT_VERSION}; "
+            "re-export it with this version"
+        )
+    cfg = payload["config"]
+    expected = (cfg["num_experts"], cfg["num_levels"], 2 ** cfg["log2_table_size"], cfg["features_per_level"])
+    if tuple(payload["tables"].shape) != expected:
+        raise NIDInputError(
+            f"dictionary file {path} holds tables of shape {tuple(payload['tables'].shape)} but its config says "
+            f"{expected}; the file is corrupt, re-export it"
+        )
+    return payload
+
+
+def resolve_architecture(model_config, dictionary: Dict[str, Any], path: Path) -> None:
+    """Adopt the dictionary's architecture; reject options the user set to something else.
+
+    A field left at its default takes the dictionary's value. A field set explicitly to a different
+    value than the dictionary's cannot work with its tables or decoder, so it is an error.
+    """
+    defaults = {f.name: f.default for f in fields(type(model_config)) if f.name in ARCHITECTURE_FIELDS}
+    conflicts = []
+    for name in ARCHITECTURE_FIELDS:
+        wanted, stored = getattr(model_config, name), dictionary["config"][name]
+        if wanted != stored and wanted != defaults[name]:
+            conflicts.append(f"{name}={wanted} (dictionary has {stored})")
+        setattr(model_config, name, stored)
+    if conflicts:
+        raise NIDInputError(
+            f"dictionary {path} does not match the model config: {'; '.join(conflicts)}; "
+            "drop those options or use a dictionary pretrained with them"
+        )

@@ -1,0 +1,157 @@
+"""Atomic file writes and early checks that an output can be written: the only place nid-nerf writes files.
+
+Every file goes to a temporary sibling first (same folder, so the final ``os.replace`` is atomic on the
+same file system) and is renamed over ``path`` only once it is complete: a crash or Ctrl-C leaves the
+previous file or none, never half a file, and a reader never sees a partial checkpoint, mesh or report.
+The final file gets the ordinary mode of a new file (``0666 & ~umask``), not ``mkstemp``'s 0600.
+
+All writers take ``(path, data)`` and return ``path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from nid_nerf.errors import NIDInputError
+
+
+def _plain_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to; renamed over ``path`` when the block ends without error.
+
+    The temporary name keeps ``path``'s suffix (writers such as matplotlib, PIL and trimesh pick the format
+    from it). On an error the temporary file is removed and the error propagates; ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _plain_file_mode())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise NIDInputError(f"output {path} cannot be written ({err}); pass an output on a writable disk") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: Path, data: Any, indent: int = 2, sort_keys: bool = True, **dumps_kwargs) -> Path:
+    """Write ``data`` as JSON (newline-terminated) atomically."""
+    return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps_kwargs) + "\n")
+
+
+def torch_save(path: Path, obj: Any) -> Path:
+    """``torch.save`` atomically: a crash never leaves half a checkpoint or dictionary."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return Path(path)
+
+
+def save_figure(path: Path, figure, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, **savefig_kwargs)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def save_image(path: Path, image) -> Path:
+    """Save a uint8 image array (H x W, H x W x 3 or H x W x 4) atomically; the format comes from the suffix."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp)
+    return Path(path)
+
+
+def save_npz(path: Path, **arrays) -> Path:
+    """``numpy.savez_compressed`` atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return Path(path)
+
+
+MESH_SUFFIXES = (".ply", ".obj", ".glb")
+
+
+def write_mesh(path: Path, mesh) -> Path:
+    """Export a trimesh mesh (PLY, OBJ or GLB, from the suffix) atomically."""
+    with atomic_path(path) as tmp:
+        mesh.export(str(tmp), file_type=Path(path).suffix.lower().lstrip("."))
+    return Path(path)
+
+
+def check_writable_folder(folder: Path, option: str = "--output-dir") -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it; else one-line NIDInputError."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise NIDInputError(
+            f"cannot write to output folder {folder} ({err.strerror or err}); pass a writable {option} "
+            "(or fix its permissions)"
+        ) from None
+    return folder
+
+
+def check_writable_file(path: Path, suffixes: Sequence[str], option: str = "--output") -> Path:
+    """Fail fast, before any long computation, if the file ``path`` cannot be written; create missing folders.
+
+    Raises:
+        NIDInputError: wrong suffix, ``path`` is a folder, or its folder cannot be created or written into.
+    """
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise NIDInputError(
+            f"output {path} has an unsupported extension '{path.suffix}'; use one of {', '.join(suffixes)}"
+        )
+    if path.is_dir():
+        raise NIDInputError(f"output {path} is a folder; pass a file path such as {path / ('mesh' + suffixes[0])}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NIDInputError(
+            f"output {path} cannot be written: its folder {path.parent} cannot be created ({err.strerror}); "
+            f"pass an {option} inside a writable folder"
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise NIDInputError(
+            f"output {path} cannot be written: folder {path.parent} is not writable ({err.strerror}); "
+            f"pass an {option} inside a writable folder"
+        ) from None
+    return path

@@ -1,0 +1,469 @@
+"""NIDModel: renders the NID SDF field with VolSDF, sampled by a cached coarse SDF grid.
+
+Per ray: ``num_coarse_samples`` uniform samples are looked up in a cached dense SDF grid (refreshed
+every ``grid_update_interval`` steps, so they cost a trilinear lookup each), their VolSDF weights
+define a pdf, and ``num_fine_samples`` importance samples (with a uniform floor) are evaluated by
+the real field. Analytic SDF gradients are taken only where used: the eikonal loss (a share of
+the samples plus random points) and one surface point per ray for rendered normals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colors
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+from torch.nn import Parameter
+from torchmetrics.functional import structural_similarity_index_measure
+
+from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
+from nid_nerf.fields.encoding import HashGridSpec
+from nid_nerf.fields.nid_field import NIDField
+from nid_nerf.model_components.image_metrics import lpips_if_available, psnr
+from nid_nerf.fields.tcnn_backend import resolve_implementation
+from nid_nerf.model_components.rendering import (
+    grid_lookup,
+    ray_aabb,
+    render_weights_from_edges,
+    sample_pdf,
+    stratified_midpoints,
+)
+
+
+@dataclass
+class NIDModelConfig(ModelConfig):
+    """The NID field model. K = 1 with a fixed code is a plain hash-grid SDF field."""
+
+    _target: Type = field(default_factory=lambda: NIDModel)
+    enable_collider: bool = False
+    """Rays are clipped to the scene box by the model itself."""
+    eval_num_rays_per_chunk: int = 16384
+    # --- dictionary
+    num_experts: int = 1
+    """K, the number of hash-grid experts."""
+    top_k: int = 1
+    """k, experts kept by the gate of each scene."""
+    learn_codes: bool = False
+    """Learn a code per scene (True for nid-dict and the solve stage)."""
+    dense_warmup_steps: int = 0
+    """Steps with a dense gate and an L1 code penalty before switching to top-k."""
+    code_l1_mult: float = 1e-3
+    load_balance_mult: float = 1e-2
+    usage_log_interval: int = 250
+    """Steps between expert-usage histograms in tensorboard (K > 1)."""
+    dictionary_path: Optional[Path] = None
+    """A dictionary.pt from nid-dict: solve this scene's code against it, then refine."""
+    solve_steps: int = 300
+    """With a dictionary: steps during which only the code (and beta) are optimised."""
+    solve_gate: Literal["dense", "top-k"] = "dense"
+    """With a dictionary: which experts the new scene's code may use. dense: all K (the tables are mixed once per
+    step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
+    A top-k solve cannot change its experts (unpicked entries get no photometric gradient): on a held-out vase from 10 views it
+    reached 15.5 dB after 100 steps where the dense solve reached 18.1 dB after 25 (docs/fewview_benchmark.md)."""
+    solve_beta_init: Optional[float] = 0.03
+    """With a dictionary: VolSDF beta at the start of the solve (then learned as usual); None keeps the dictionary's
+    own beta. A pretrained beta is very sharp (about 1e-3), which leaves almost no gradient to move the surface
+    toward a new shape."""
+    refine: bool = True
+    """With a dictionary: after the solve, learn a per-scene refine table on top of the gated experts."""
+    refine_decoder: bool = True
+    """With a dictionary: the refine stage also fine-tunes the decoder (the experts stay frozen)."""
+    refine_penalty_mult: float = 1.0
+    """Weight of the mean squared refine table (keeps the refined field near the solved one)."""
+    code_prior_mult: float = 1e-3
+    """Weight of the Mahalanobis distance of the code to the dictionary's code distribution."""
+    # --- hash grid (shared by all experts)
+    num_levels: int = 8
+    log2_table_size: int = 15
+    features_per_level: int = 2
+    base_resolution: int = 16
+    max_resolution: int = 256
+    # --- decoder
+    geo_hidden_dim: int = 64
+    geo_num_layers: int = 1
+    geo_feat_dim: int = 15
+    color_hidden_dim: int = 64
+    color_num_layers: int = 2
+    implementation: Literal["auto", "torch", "tcnn"] = "auto"
+    """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
+    sphere_radius: float = 0.5
+    """Initial SDF is a sphere of this radius, as a fraction of the half-extent of the scene box."""
+    # --- rendering
+    num_coarse_samples: int = 64
+    """Uniform samples per ray looked up in the cached SDF grid (cheap)."""
+    num_fine_samples: int = 32
+    """Importance samples per ray evaluated by the field during training."""
+    eval_num_fine_samples: int = 12
+    """Importance samples per ray at eval / viewer time."""
+    eval_skip_threshold: float = 1e-3
+    """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
+    uniform_floor: float = 0.1
+    """Share of the importance-sampling pdf spread uniformly along the ray."""
+    grid_resolution: int = 48
+    """Resolution of the cached SDF grid that guides sampling."""
+    grid_update_interval: int = 16
+    """Steps over which each scene's cached grid is refreshed, one z-slab per step."""
+    beta_init: float = 0.1
+    beta_min: float = 1e-3
+    background_color: Literal["random", "white", "black"] = "random"
+    """Training background for RGBA data (random makes alpha learnable). RGB data uses eval_background_color."""
+    eval_background_color: Literal["white", "black"] = "white"
+    # --- losses
+    rgb_loss: Literal["l1", "huber"] = "l1"
+    eikonal_loss_mult: float = 0.1
+    eikonal_points: int = 256
+    """Extra uniformly random points per step for the eikonal loss."""
+    eikonal_sample_fraction: float = 0.25
+    """Share of the ray samples whose SDF gradient enters the eikonal loss."""
+    alpha_loss_mult: float = 0.05
+    """L1 between accumulation and the image alpha (RGBA data only)."""
+
+
+class NIDModel(Model):
+    """SDF + radiance from gated hash-grid experts, rendered with VolSDF."""
+
+    config: NIDModelConfig
+    is_sdf_model = True
+
+    def populate_modules(self):
+        super().populate_modules()
+        cfg = self.config
+        metadata = self.kwargs.get("metadata") or {}
+        self.num_scenes = int(metadata.get("num_scenes", 1))
+        dictionary = None
+        if cfg.dictionary_path is not None:
+            dictionary = load_dictionary(cfg.dictionary_path)
+            resolve_architecture(cfg, dictionary, cfg.dictionary_path)
+            cfg.learn_codes = True
+        spec = HashGridSpec(cfg.num_levels, cfg.log2_table_size, cfg.features_per_level, cfg.base_resolution,
+                            cfg.max_resolution)
+        self.field = NIDField(
+            aabb=self.scene_box.aabb,
+            spec=spec,
+            num_experts=cfg.num_experts,
+            top_k=cfg.top_k,
+            num_scenes=self.num_scenes,
+            learn_codes=cfg.learn_codes,
+            geo_hidden=(cfg.geo_hidden_dim,) * cfg.geo_num_layers,
+            geo_feat_dim=cfg.geo_feat_dim,
+            color_hidden=(cfg.color_hidden_dim,) * cfg.color_num_layers,
+            sphere_radius=cfg.sphere_radius,
+            implementation=resolve_implementation(cfg.implementation),
+        )
+        self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
+        if dictionary is not None:
+            self._adopt_dictionary(dictionary)
+        g = cfg.grid_resolution
+        self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
+        self._lpips_logged = False
+
+    # ------------------------------------------------------------------ dictionary
+    @property
+    def exports_dictionary(self) -> bool:
+        """nid-dict runs (learned codes, no dictionary loaded) write dictionary.pt with each checkpoint."""
+        return self.config.learn_codes and self.config.dictionary_path is None
+
+    def _adopt_dictionary(self, dictionary: Dict) -> None:
+        """Frozen experts and decoder from the dictionary; the code starts at the dictionary's mean code."""
+        field = self.field
+        with torch.no_grad():
+            field.experts.tables.copy_(dictionary["tables"])
+            field.geometry.load_state_dict(dictionary["geometry"])
+            field.color_head.load_state_dict(dictionary["color_head"])
+            self.log_beta.copy_(dictionary["log_beta"])
+            if self.config.solve_beta_init is not None:
+                self.log_beta.fill_(math.log(max(self.config.solve_beta_init - self.config.beta_min, 1e-6)))
+            field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
+            field.gate.sparse.fill_(self.config.solve_gate == "top-k")
+        self.register_buffer("code_mean", dictionary["code_mean"].clone())
+        self.register_buffer("code_precision", torch.linalg.inv(dictionary["code_cov"]))
+        for p in list(field.experts.parameters()) + field.decoder_parameters():
+            p.requires_grad_(False)
+        field.refine_table = nn.Parameter(torch.zeros_like(field.experts.expert(0)), requires_grad=False)
+
+    @property
+    def refining(self) -> bool:
+        return self.field.refine_table is not None and self.field.refine_table.requires_grad
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def beta(self) -> Tensor:
+        return self.log_beta.exp() + self.config.beta_min
+
+    def _grid_points01(self, g: int) -> Tensor:
+        lin = torch.linspace(0.0, 1.0, g, device=self.field.aabb.device)
+        zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
+        return torch.stack([xx, yy, zz], -1).view(-1, 3)
+
+    def _sphere_grid(self, g: int) -> Tensor:
+        lo, hi = self.field.aabb
+        pts = lo + self._grid_points01(g) * (hi - lo)
+        radius = (pts - (lo + hi) / 2).norm(dim=-1)
+        return (radius - self.config.sphere_radius * (hi - lo).min() / 2).view(g, g, g)
+
+    @torch.no_grad()
+    def update_coarse_grid(self, scene: int, part: int = 0, num_parts: int = 1, chunk: int = 65536) -> None:
+        """Re-evaluate z-slab ``part`` of ``num_parts`` of one scene's cached SDF grid from the current field."""
+        g = self.config.grid_resolution
+        z0, z1 = part * g // num_parts, (part + 1) * g // num_parts
+        if z1 <= z0:
+            return
+        lo, hi = self.field.aabb
+        pts = lo + self._grid_points01(g).view(g, g * g, 3)[z0:z1].reshape(-1, 3) * (hi - lo)
+        values = torch.cat([self.field.sdf(p, scene).view(-1) for p in pts.split(chunk)])
+        self.coarse_sdf[scene, z0:z1] = values.view(z1 - z0, g, g)
+
+    def _scene_of_rays(self, ray_bundle: RayBundle) -> Optional[Tensor]:
+        meta = ray_bundle.metadata or {}
+        if self.num_scenes > 1 and "scene_index" in meta:
+            return meta["scene_index"].reshape(-1).long()
+        return None
+
+    # ------------------------------------------------------------------ nerfstudio API
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = {
+            "experts": [self.field.experts.tables] + ([self.field.refine_table] if self.field.refine_table is not None else []),
+            "decoder": self.field.decoder_parameters(),
+            "beta": [self.log_beta],
+        }
+        if isinstance(self.field.gate.codes, Parameter):
+            groups["codes"] = [self.field.gate.codes]
+        return groups
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        def refresh_grid(step: int) -> None:
+            # one z-slab per step: each scene's grid is fully refreshed every grid_update_interval * num_scenes
+            # steps, at an even cost per step instead of a spike
+            parts = max(1, self.config.grid_update_interval)
+            tick = step % (parts * self.num_scenes)
+            self.update_coarse_grid(tick // parts, tick % parts, parts)
+
+        callbacks = [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid)]
+        if self.exports_dictionary and not bool(self.field.gate.sparse):
+            def make_sparse(step: int) -> None:
+                if step >= self.config.dense_warmup_steps and not bool(self.field.gate.sparse):
+                    self.field.gate.sparse.fill_(True)
+                    CONSOLE.log(f"nid: gate switched to top-{self.field.gate.top_k} at step {step}")
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], make_sparse))
+        if self.field.refine_table is not None and self.config.refine:
+            def start_refine(step: int) -> None:
+                if step >= self.config.solve_steps and not self.refining:
+                    self.field.refine_table.requires_grad_(True)
+                    if self.config.refine_decoder:
+                        for p in self.field.decoder_parameters():
+                            p.requires_grad_(True)
+                    CONSOLE.log(f"nid: code solved; refining with a refine table from step {step}")
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], start_refine))
+        if self.field.experts.num_experts > 1 and self.config.usage_log_interval > 0:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._log_usage,
+                                              update_every_num_iters=self.config.usage_log_interval))
+        return callbacks
+
+    def _log_usage(self, step: int) -> None:
+        from nerfstudio.utils import writer
+
+        from nid_nerf.model_components.figures import usage_histogram
+
+        usage = self.field.gate.usage().cpu()
+        writer.put_image("expert_usage", usage_histogram(usage), step)
+        entropy = -(usage.clamp(min=1e-12) * usage.clamp(min=1e-12).log()).sum()
+        writer.put_scalar("expert_usage_perplexity", float(entropy.exp()), step)
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        with self.field.mixing_once():
+            return self._outputs(ray_bundle)
+
+    def _outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        scene = self._scene_of_rays(ray_bundle)
+        near, far, hit = ray_aabb(origins, directions, self.field.aabb)
+        edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
+        if self.training:
+            return self._render(origins, directions, scene, edges_c, w_c, hit, far)
+        # at eval, rays the cached grid sees as empty are background: no field evaluation at all
+        active = hit & (w_c.sum(-1) > self.config.eval_skip_threshold)
+        bg = colors.COLORS_DICT[self.config.eval_background_color].to(origins)
+        num_rays = origins.shape[0]
+        outputs = {
+            "rgb": bg.expand(num_rays, 3).clone(),
+            "rgb_raw": origins.new_zeros(num_rays, 3),
+            "accumulation": origins.new_zeros(num_rays, 1),
+            "depth": far[:, None].clone(),
+            "sdf_min": sdf_c.min(-1, keepdim=True).values,  # from the cached grid where the field is not queried
+            "normals": origins.new_zeros(num_rays, 3),
+        }
+        if bool(active.any()):
+            sub = self._render(origins[active], directions[active], None if scene is None else scene[active],
+                               edges_c[active], w_c[active], hit[active], far[active])
+            for key, value in sub.items():
+                outputs[key][active] = value
+        return outputs
+
+    @torch.no_grad()
+    def _coarse_pass(
+        self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], near: Tensor, far: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Uniform samples looked up in the cached SDF grid: bin edges, VolSDF weights and SDF values per ray."""
+        cfg = self.config
+        lo, hi = self.field.aabb
+        edges_c, t_c = stratified_midpoints(near, far, cfg.num_coarse_samples, jitter=self.training)
+        pts_c = ((origins[:, None] + directions[:, None] * t_c[..., None]) - lo) / (hi - lo)
+        sdf_c = self._lookup_grid(pts_c.view(-1, 3), scene, t_c.shape[1]).view_as(t_c)
+        cell = float((hi - lo).max()) / (cfg.grid_resolution - 1)
+        w_c = render_weights_from_edges(sdf_c, edges_c, torch.clamp(self.beta.detach(), min=0.5 * cell))
+        return edges_c, w_c, sdf_c
+
+    def _render(
+        self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], edges_c: Tensor, w_c: Tensor,
+        hit: Tensor, far: Tensor,
+    ) -> Dict[str, Tensor]:
+        """Importance samples from the coarse weights, evaluated by the field and composited."""
+        cfg = self.config
+        num_fine = cfg.num_fine_samples if self.training else cfg.eval_num_fine_samples
+        with torch.no_grad():
+            edges = sample_pdf(edges_c, w_c, num_fine + 1, cfg.uniform_floor, deterministic=not self.training)
+        t = 0.5 * (edges[:, 1:] + edges[:, :-1])
+        positions = origins[:, None] + directions[:, None] * t[..., None]
+        out = self.field.forward_rays(positions, directions, scene)
+        weights = render_weights_from_edges(out["sdf"], edges, self.beta, hit)
+        acc = weights.sum(-1, keepdim=True)
+        rgb_raw = (weights[..., None] * out["rgb"]).sum(1)
+        depth = (weights * t).sum(-1, keepdim=True) / acc.clamp(min=1e-6)
+        depth = torch.where(acc > 1e-3, depth, far[:, None])
+        bg = colors.COLORS_DICT[cfg.eval_background_color].to(rgb_raw)
+        rgb = rgb_raw + bg * (1.0 - acc)
+        outputs = {
+            "rgb": rgb if self.training else rgb.clamp(0, 1),
+            "rgb_raw": rgb_raw,
+            "accumulation": acc,
+            "depth": depth,
+            "sdf_min": out["sdf"].min(-1, keepdim=True).values,
+        }
+        if self.training:
+            outputs["eikonal_gradients"] = self._eikonal_gradients(positions.detach(), scene)
+        else:
+            # one gradient per ray, at the expected surface point, instead of one per sample
+            with torch.enable_grad():
+                surface = origins + directions * depth
+                normals = F.normalize(self.field.gradient(surface, scene), dim=-1)
+            outputs["normals"] = (normals + 1.0) / 2.0 * (acc > 1e-3)
+        return outputs
+
+    def _eikonal_gradients(self, positions: Tensor, scene: Optional[Tensor]) -> Tensor:
+        """Gradients at a random share of the ray samples plus uniformly random points in the box."""
+        cfg = self.config
+        lo, hi = self.field.aabb
+        num_rays, per_ray = positions.shape[:2]
+        pts, pts_scene = [], []
+        n_samples = int(cfg.eikonal_sample_fraction * num_rays * per_ray)
+        if n_samples > 0:
+            pick = torch.randint(0, num_rays * per_ray, (n_samples,), device=positions.device)
+            pts.append(positions.reshape(-1, 3)[pick])
+            if scene is not None:
+                pts_scene.append(scene[pick // per_ray])
+        if cfg.eikonal_points > 0:
+            pts.append(lo + torch.rand(cfg.eikonal_points, 3, device=lo.device) * (hi - lo))
+            if scene is not None:
+                pts_scene.append(scene[torch.randint(0, num_rays, (cfg.eikonal_points,), device=lo.device)])
+        return self.field.gradient(torch.cat(pts), torch.cat(pts_scene) if pts_scene else None)
+
+    def _lookup_grid(self, x01: Tensor, scene: Optional[Tensor], per_ray: int) -> Tensor:
+        if scene is None:
+            return grid_lookup(self.coarse_sdf[0], x01)
+        out = torch.empty(x01.shape[0], device=x01.device)
+        sample_scene = scene[:, None].expand(-1, per_ray).reshape(-1)
+        for s in torch.unique(sample_scene).tolist():
+            sel = sample_scene == s
+            out[sel] = grid_lookup(self.coarse_sdf[s], x01[sel])
+        return out
+
+    def _targets(self, outputs: Dict[str, Tensor], image: Tensor) -> Tuple[Tensor, Tensor]:
+        """Prediction and ground truth composited on the same background."""
+        image = image.to(outputs["rgb_raw"])
+        if image.shape[-1] == 4:
+            rgb, alpha = image[..., :3], image[..., 3:]
+            if self.training and self.config.background_color == "random":
+                bg = torch.rand_like(rgb)
+            else:
+                name = self.config.background_color if self.config.background_color != "random" else None
+                bg = colors.COLORS_DICT[name or self.config.eval_background_color].to(rgb).expand_as(rgb)
+            pred = outputs["rgb_raw"] + bg * (1.0 - outputs["accumulation"])
+            return pred, rgb * alpha + bg * (1.0 - alpha)
+        return outputs["rgb"], image
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        pred, gt = self._targets(outputs, batch["image"])
+        residual = (pred - gt).abs().mean(-1)
+        outputs["per_ray_residual"] = residual.detach()
+        outputs["_pred_gt"] = (pred, gt)
+        return {"psnr": psnr(pred.detach().clamp(0, 1), gt), "beta": self.beta.detach()}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        cfg = self.config
+        if "_pred_gt" not in outputs:
+            self.get_metrics_dict(outputs, batch)
+        pred, gt = outputs.pop("_pred_gt")
+        if cfg.rgb_loss == "huber":
+            per_ray = F.huber_loss(pred, gt, reduction="none", delta=0.1).mean(-1)
+        else:
+            per_ray = (pred - gt).abs().mean(-1)
+        if "ray_weights" in batch:
+            per_ray = per_ray * batch["ray_weights"].to(per_ray)
+        losses = {"rgb_loss": per_ray.mean()}
+        if self.training and "eikonal_gradients" in outputs:
+            grad_norm = outputs["eikonal_gradients"].norm(dim=-1)
+            losses["eikonal_loss"] = cfg.eikonal_loss_mult * ((grad_norm - 1.0) ** 2).mean()
+        image = batch["image"]
+        if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
+            alpha = image[..., 3:].to(outputs["accumulation"])
+            losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
+        if self.training and self.field.refine_table is not None:
+            delta = self.field.gate.codes - self.code_mean
+            losses["code_prior_loss"] = cfg.code_prior_mult * torch.einsum(
+                "sk,kj,sj->s", delta, self.code_precision, delta).mean() / delta.shape[1]
+            if self.refining:
+                losses["refine_penalty"] = cfg.refine_penalty_mult * self.field.refine_table.pow(2).mean()
+        if cfg.learn_codes and self.training and self.field.refine_table is None:
+            if not bool(self.field.gate.sparse) and cfg.code_l1_mult > 0:
+                losses["code_l1_loss"] = cfg.code_l1_mult * self.field.gate.l1()
+            if cfg.load_balance_mult > 0 and self.field.gate.num_experts > 1:
+                losses["load_balance_loss"] = cfg.load_balance_mult * self.field.gate.balance()
+        return losses
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = batch["image"].to(outputs["rgb"])
+        if image.shape[-1] == 4:
+            bg = colors.COLORS_DICT[self.config.eval_background_color].to(image)
+            image = image[..., :3] * image[..., 3:] + bg * (1.0 - image[..., 3:])
+        pred = outputs["rgb"].clamp(0, 1)
+        gt_chw, pred_chw = image.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
+        metrics = {
+            "psnr": float(psnr(pred, image)),
+            "ssim": float(structural_similarity_index_measure(pred_chw, gt_chw, data_range=1.0)),
+        }
+        lpips = lpips_if_available(pred_chw, gt_chw)
+        if lpips is not None:
+            metrics["lpips"] = lpips
+        depth = outputs["depth"]
+        depth_vis = (depth - depth.min()) / (depth.max() - depth.min()).clamp(min=1e-6)
+        images = {
+            "img": torch.cat([image, pred], dim=1),
+            "accumulation": outputs["accumulation"].expand(*pred.shape[:2], 3),
+            "depth": depth_vis.expand(*pred.shape[:2], 3),
+            "normals": outputs["normals"],
+        }
+        return metrics, images
