@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from render_helpers import FAST
 
-from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 from nid_nerf.dataparsers import NIDCollectionDataParserConfig, NIDSceneDataParserConfig
 from nid_nerf.errors import NIDInputError
-from render_helpers import FAST
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,8 @@ def test_blender_without_camera_angle(scene, tmp_path):
     with pytest.raises(NIDInputError, match="camera_angle_x"):
         _load(blender)
     (blender / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": [
-        {"file_path": "images/nothing_here", "transform_matrix": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3], [0, 0, 0, 1]]}
+        {"file_path": "images/nothing_here",
+         "transform_matrix": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3], [0, 0, 0, 1]]}
     ]}))
     with pytest.raises(NIDInputError, match="nothing_here.png is missing"):
         _load(blender)
@@ -181,5 +182,6 @@ def test_error_prints_one_line_without_traceback(scene, tmp_path):
 
 
 def test_importing_the_plugin_has_no_side_effects():
-    code = "import sys; hook = sys.excepthook; import nid_nerf, nid_nerf.configs.method_configs; assert sys.excepthook is hook"
+    code = ("import sys; hook = sys.excepthook; import nid_nerf, nid_nerf.configs.method_configs; "
+            "assert sys.excepthook is hook")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

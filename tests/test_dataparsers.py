@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from render_helpers import FAST
 
-from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig, NIDSceneDataParserConfig
 from nid_nerf.dataparsers.few_view import farthest_point_sampling
 from nid_nerf.errors import NIDInputError
-from render_helpers import FAST
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 
 torch.set_num_threads(1)
 
@@ -51,7 +51,8 @@ def test_collection_tags_every_image_with_its_scene(collection):
     rays = out.cameras.generate_rays(camera_indices=cams, coords=torch.tensor([[5.0, 5.0], [6.0, 7.0], [1.0, 2.0]]))
     assert rays.metadata[SCENE_INDEX].reshape(-1).tolist() == [0, 1, 2]
     val = _outputs(NIDCollectionDataParserConfig(data=collection), "val")
-    assert len(val.image_filenames) == 3 * FAST.views_test and sorted(set(val.metadata[SCENE_INDEX].tolist())) == [0, 1, 2]
+    assert len(val.image_filenames) == 3 * FAST.views_test
+    assert sorted(set(val.metadata[SCENE_INDEX].tolist())) == [0, 1, 2]
     assert out.metadata["depth_filenames"][0].name == Path(out.image_filenames[0]).name
 
 
@@ -77,7 +78,8 @@ def test_few_view_is_farthest_point_sampling(collection):
         assert kept == sorted(farthest_point_sampling(centres, n))
         assert torch.allclose(few.cameras.camera_to_worlds, full.cameras.camera_to_worlds[kept])
     # eval views are untouched
-    assert len(_outputs(NIDSceneDataParserConfig(data=collection / "mugs_0000", num_train_views=2), "val").image_filenames) == FAST.views_test
+    val = _outputs(NIDSceneDataParserConfig(data=collection / "mugs_0000", num_train_views=2), "val")
+    assert len(val.image_filenames) == FAST.views_test
     # per scene in a collection, deterministic
     a = _outputs(NIDCollectionDataParserConfig(data=collection, num_train_views=2))
     b = _outputs(NIDCollectionDataParserConfig(data=collection, num_train_views=2))
@@ -115,7 +117,8 @@ def test_scene_box_and_frame_are_kept(collection):
     assert out.alpha_color is None and out.mask_filenames is None  # RGBA kept; no mask-restricted sampling
     masked = _outputs(NIDSceneDataParserConfig(data=collection / "chairs_0000", masks="object"))
     assert [p.parent.name for p in masked.mask_filenames] == ["masks"] * FAST.views_train
-    assert _outputs(NIDSceneDataParserConfig(data=collection / "chairs_0000", scene_scale=1.5)).scene_box.aabb[1, 0] == 1.5
+    scaled = _outputs(NIDSceneDataParserConfig(data=collection / "chairs_0000", scene_scale=1.5))
+    assert scaled.scene_box.aabb[1, 0] == 1.5
 
 
 def _to_blender(scene: Path, out: Path) -> Path:

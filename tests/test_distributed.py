@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nid_nerf.engine.distributed import install_gloo_worker, shard_images
+from nid_nerf.engine.distributed import shard_images
+from nid_nerf.engine.nerfstudio_patches import install_gloo_worker
 from nid_nerf.errors import NIDInputError
 
 torch.set_num_threads(1)
@@ -155,7 +156,8 @@ def test_restrict_to_scenes_subsets_every_per_image_entry():
     out = restrict_to_scenes(batch, image_scenes, 1)
     (kept_scene,) = set(image_scenes[out["image_idx"]].tolist())
     assert sorted(out["image_idx"].tolist()) == [i for i in range(6) if image_scenes[i] == kept_scene]
-    assert [int(m) for m in out["mask"]] == out["image"].reshape(-1).long().tolist() == [5 - i for i in out["image_idx"].tolist()]
+    expected = [5 - i for i in out["image_idx"].tolist()]
+    assert [int(m) for m in out["mask"]] == out["image"].reshape(-1).long().tolist() == expected
     assert out["note"] == "kept"
     assert restrict_to_scenes(batch, image_scenes, 3) is batch
 

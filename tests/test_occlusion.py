@@ -20,19 +20,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from render_helpers import FAST
 
-from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
+from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig, NIDSceneDataParserConfig
+from nid_nerf.dataparsers.hidden_regions import train_occlusion_mask
 from nid_nerf.dataparsers.occlusion import (
     check_fraction,
     image_rng,
     occluder_mask,
-    read_mask,
 )
-from nid_nerf.dataparsers.hidden_regions import train_occlusion_mask
-from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig, NIDSceneDataParserConfig
 from nid_nerf.dataparsers.training_masks import CACHE_FOLDER, _cache_root
 from nid_nerf.errors import NIDInputError
-from render_helpers import FAST
+from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 
 torch.set_num_threads(1)
 
@@ -130,7 +129,8 @@ def test_scene_occlusion_masks(scene):
     assert len(out.mask_filenames) == n and len(out.metadata["occlusion_filenames"]) == n
     assert out.metadata["occlusion"] == {"fraction": 0.3, "seed": 7, "shape": "rectangle"}
     shares = []
-    for image, mask_file, hidden_file in zip(out.image_filenames, out.mask_filenames, out.metadata["occlusion_filenames"]):
+    hidden_files = out.metadata["occlusion_filenames"]
+    for image, mask_file, hidden_file in zip(out.image_filenames, out.mask_filenames, hidden_files):
         assert CACHE_FOLDER in Path(mask_file).parts and Path(mask_file).parent.parent.parent.parent == scene
         train, hidden, obj = _load(mask_file), _load(hidden_file), _object_mask(image)
         assert train.shape == obj.shape == (32, 32)
@@ -172,7 +172,8 @@ def test_eval_split_is_untouched(scene):
 
 def test_occlusion_is_anded_with_existing_masks(scene):
     out = _outputs(scene, masks="object", occlusion=0.4, occlusion_seed=1)
-    for image, mask_file, hidden_file in zip(out.image_filenames, out.mask_filenames, out.metadata["occlusion_filenames"]):
+    hidden_files = out.metadata["occlusion_filenames"]
+    for image, mask_file, hidden_file in zip(out.image_filenames, out.mask_filenames, hidden_files):
         obj, hidden = _object_mask(image), _load(hidden_file)
         assert np.array_equal(_load(mask_file), obj & ~hidden)
     # nerfstudio's mask_path in transforms.json: same thing
@@ -197,7 +198,8 @@ def test_mask_dir(scene):
     assert only.mask_filenames == [user / Path(f).name for f in out0.image_filenames]  # passed on as they are
     assert _outputs(scene, split="val", mask_dir=Path("my_masks")).mask_filenames is None  # train only
     both = _outputs(scene, mask_dir=user, masks="object", occlusion=0.3)  # absolute; three sources ANDed
-    for image, mask_file, hidden_file in zip(both.image_filenames, both.mask_filenames, both.metadata["occlusion_filenames"]):
+    hidden_files = both.metadata["occlusion_filenames"]
+    for image, mask_file, hidden_file in zip(both.image_filenames, both.mask_filenames, hidden_files):
         expected = _object_mask(image) & ~_load(hidden_file)
         expected[:, 16:] = False
         assert np.array_equal(_load(mask_file), expected)
@@ -300,10 +302,10 @@ def test_samplers_never_draw_occluded_pixels(scene, sampler):
 
 @pytest.mark.parametrize("sampler", ["uniform", "residual"])
 def test_samplers_with_one_view_and_mixed_resolutions(rendered, sampler):
-    """One training view, and a collection of 32 px and 24 px scenes (list batches): both need
-    ``rejection_sample_mask=False`` with nerfstudio 1.1.5 (see the xfail below). That path draws without
-    replacement, so the residual sampler's candidate pool (4x its picks) must fit in the visible pixels of
-    one 32 px view: 128 rays here."""
+    """One training view, and a collection of 32 px and 24 px scenes (list batches), with
+    ``rejection_sample_mask=False`` (nerfstudio 1.1.5's rejection draw fails on one image: see
+    tests/test_nerfstudio_patches.py). That path draws without replacement, so the residual sampler's
+    candidate pool (4x its picks) must fit in the visible pixels of one 32 px view: 128 rays here."""
     one = NIDSceneDataParserConfig(data=rendered / "mugs_0000", occlusion=0.5, num_train_views=1)
     mixed = NIDCollectionDataParserConfig(data=rendered, occlusion=0.5)
     for dataparser in (one, mixed):
@@ -315,7 +317,7 @@ def test_samplers_with_one_view_and_mixed_resolutions(rendered, sampler):
 @pytest.mark.parametrize("sampler", ["uniform", "residual"])
 def test_one_masked_view_with_rejection_sampling(rendered, sampler):
     """nerfstudio 1.1.5's rejection draw squeezes away the image axis of a one-image mask batch;
-    nid_nerf.sampling.residual_sampler.MaskedPixelSampler keeps it (and mixed-resolution list batches work too)."""
+    nid_nerf.sampling.masked_sampler.MaskedPixelSampler keeps it (and mixed-resolution list batches work too)."""
     one = NIDSceneDataParserConfig(data=rendered / "mugs_0000", occlusion=0.3, num_train_views=1)
     mixed = NIDCollectionDataParserConfig(data=rendered, occlusion=0.5)
     for dataparser in (one, mixed):

@@ -6,18 +6,12 @@ import math
 
 import pytest
 import torch
-
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampling.residual_sampler import (
-    ResidualMap,
-    ResidualPixelSampler,
-    ResidualPixelSamplerConfig,
-    map_stride,
-    ratio_schedule,
-    refresh_interval,
-)
+from nid_nerf.sampling.residual_map import ResidualMap, map_stride
+from nid_nerf.sampling.residual_sampler import ResidualPixelSamplerConfig
+from nid_nerf.sampling.schedules import ratio_schedule, refresh_interval
 
 torch.set_num_threads(1)
 
@@ -112,7 +106,8 @@ def test_nan_residual_never_poisons_the_map():
 
 def test_out_of_range_indices_and_huge_values_are_ignored_or_clamped():
     sampler = make_sampler(num_images=2, height=8, width=8)
-    written = sampler.observe(torch.tensor([[5, 0, 0], [0, 9, 0], [0, 0, -1], [1, 2, 2]]), torch.tensor([1.0, 1.0, 1.0, 1e9]))
+    indices = torch.tensor([[5, 0, 0], [0, 9, 0], [0, 0, -1], [1, 2, 2]])
+    written = sampler.observe(indices, torch.tensor([1.0, 1.0, 1.0, 1e9]))
     assert written == 1
     assert sampler.residual_map.lookup(torch.tensor([[1, 2, 2]]))[0] == pytest.approx(65504.0)
 
@@ -198,7 +193,7 @@ def test_uniform_floor_below_ten_percent_is_rejected():
         make_sampler(uniform_floor=0.05)
 
 
-@pytest.mark.parametrize("rule,pool_factor,expected", [("topk", 4, 0.05), ("topk", 16, 0.17), ("power", 4, 0.27)])
+@pytest.mark.parametrize("rule,pool_factor,expected", [("topk", 4.0, 0.05), ("topk", 16.0, 0.17), ("power", 4.0, 0.27)])
 def test_high_residual_pixels_get_picked_more(rule, pool_factor, expected):
     """Share of rays on a 2 % hot region; uniform sampling gives 0.02.
 
@@ -297,7 +292,8 @@ def test_no_ray_weights_unless_unbiased():
 
 def test_refresh_interval_queues_picks_and_reranks():
     n, h, w = 2, 16, 16
-    sampler = make_sampler(n, h, w, rays=100, refresh_warmup=2, refresh_every=5, ratio_schedule="constant", ratio_start=0.5)
+    sampler = make_sampler(n, h, w, rays=100, refresh_warmup=2, refresh_every=5, ratio_schedule="constant",
+                           ratio_start=0.5)
     batch = image_batch(n, h, w)
     for step in range(12):
         sampler.set_step(step)

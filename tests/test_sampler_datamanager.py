@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+from PIL import Image
 
 from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampling.residual_sampler import MaskedPixelSampler, ResidualPixelSampler
+from nid_nerf.sampling.masked_sampler import MaskedPixelSampler
+from nid_nerf.sampling.residual_sampler import ResidualPixelSampler
 
 torch.set_num_threads(1)
 
@@ -191,3 +191,67 @@ def test_schedule_length_follows_the_trainer(scene):
 
     dm.get_training_callbacks(TrainingCallbackAttributes(None, None, None, FakeTrainer()))
     assert dm.train_pixel_sampler.schedule_steps == 321
+
+
+# ------------------------------------------------------------------------------------------- through the pipeline
+
+
+def make_pipeline(scene: Path, sampler="residual"):
+    from nid_nerf.dataparsers.scene import NIDSceneDataParserConfig
+    from nid_nerf.engine.pipeline import NIDPipelineConfig
+    from nid_nerf.models.nid_model import NIDModelConfig
+
+    config = NIDPipelineConfig(  # nid-scene keeps RGBA images: the model composites them on its own background
+        datamanager=NIDDataManagerConfig(dataparser=NIDSceneDataParserConfig(data=scene), sampler=sampler,
+                                         train_num_rays_per_batch=64, eval_num_rays_per_batch=64),
+        model=NIDModelConfig(grid_resolution=12, log2_table_size=10, num_levels=4, max_resolution=32,
+                             num_fine_samples=8, eikonal_points=16),
+    )
+    return config.setup(device="cpu", test_mode="val")
+
+
+def test_a_training_step_feeds_its_residuals_to_the_sampler_without_touching_the_outputs(scene):
+    torch.manual_seed(0)
+    pipeline = make_pipeline(scene)
+    pipeline.train()
+    rmap = pipeline.datamanager.residual_sampler.residual_map
+    assert rmap.visited_fraction() == 0.0
+    outputs, losses, metrics = pipeline.get_train_loss_dict(0)
+    assert 0.0 < rmap.visited_fraction() and set(losses) >= {"rgb_loss", "eikonal_loss", "alpha_loss"}
+    assert not {"per_ray_residual", "_pred_gt"} & set(outputs), "no side channel through the outputs"
+    assert set(metrics) == {"psnr", "beta"}
+    # nerfstudio's evaluation path: get_eval_loss_dict -> get_metrics_dict -> get_loss_dict
+    pipeline.eval()
+    _, eval_losses, eval_metrics = pipeline.get_eval_loss_dict(0)
+    assert set(eval_losses) == {"rgb_loss", "alpha_loss"} and torch.isfinite(eval_metrics["psnr"])
+
+
+def test_training_terms_composite_once_and_agree_with_nerfstudio_hooks_at_eval(scene):
+    torch.manual_seed(0)
+    pipeline = make_pipeline(scene)
+    model = pipeline.model
+    model.train()
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    outputs = model(ray_bundle)
+    assert batch["image"].shape[-1] == 4  # RGBA: a random training background
+    torch.manual_seed(1)
+    terms = model.get_training_terms(outputs, batch)
+    after = torch.rand(8)
+    torch.manual_seed(1)
+    background = torch.rand_like(batch["image"][..., :3])  # the one draw of the step
+    assert torch.equal(after, torch.rand(8)), "one random background per training step"
+    rgb, alpha = batch["image"][..., :3], batch["image"][..., 3:]
+    pred = outputs["rgb_raw"] + background * (1 - outputs["accumulation"])
+    gt = rgb * alpha + background * (1 - alpha)
+    assert torch.allclose(terms.per_ray_residual, (pred - gt).abs().mean(-1))
+    assert not terms.per_ray_residual.requires_grad
+    assert torch.allclose(terms.losses["rgb_loss"], (pred - gt).abs().mean())
+    # at eval the background is fixed: nerfstudio's two hooks give the same numbers as the one-pass API
+    model.eval()
+    with torch.no_grad():
+        outputs = model(ray_bundle)
+        terms = model.get_training_terms(outputs, batch)
+        assert {k: float(v) for k, v in model.get_metrics_dict(outputs, batch).items()} == {
+            k: float(v) for k, v in terms.metrics.items()}
+        assert {k: float(v) for k, v in model.get_loss_dict(outputs, batch).items()} == {
+            k: float(v) for k, v in terms.losses.items()}

@@ -76,7 +76,8 @@ def test_resume_with_load_dir(field_run, collection, tmp_path):
                   "--steps-per-save", "40", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
     # nerfstudio counts --max-num-iterations from the loaded step (29): steps 30..69 run
-    assert "step-000000069.ckpt" in [p.name for p in (tmp_path / "e" / "nid-field" / "t" / "nerfstudio_models").glob("*")]
+    models = tmp_path / "e" / "nid-field" / "t" / "nerfstudio_models"
+    assert "step-000000069.ckpt" in [p.name for p in models.glob("*")]
 
 
 def test_unwritable_output_dir_is_one_line(collection, tmp_path):

@@ -1,4 +1,7 @@
-"""nerfstudio method specifications of nid-nerf: ``nid-field`` and ``nid-dict`` (the ``nerfstudio.method_configs`` entry points)."""
+"""nerfstudio method specifications of nid-nerf: ``nid-field`` and ``nid-dict``.
+
+They are the ``nerfstudio.method_configs`` entry points of the package.
+"""
 
 from __future__ import annotations
 

@@ -12,11 +12,18 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Type
 
 import torch
-from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
+from nerfstudio.data.dataparsers.base_dataparser import DataParser
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nid_nerf.dataparsers.outputs import SCENE_INDEX, concat_cameras, concat_lists, merge_metadata, tag_scene
+from nid_nerf.dataparsers.outputs import (
+    SCENE_INDEX,
+    NIDDataparserOutputs,
+    concat_cameras,
+    concat_lists,
+    merge_metadata,
+    tag_scene,
+)
 from nid_nerf.dataparsers.scene import NIDSceneDataParser, NIDSceneDataParserConfig
 from nid_nerf.dataparsers.validation import check_data_path
 from nid_nerf.errors import NIDInputError
@@ -72,7 +79,8 @@ class NIDCollectionDataParser(DataParser):
                 "render one with scripts/render_collection.py"
             )
         if other:
-            CONSOLE.log(f"[yellow]{root}: ignoring {len(other)} folder(s) without a transforms file: {', '.join(other[:5])}")
+            CONSOLE.log(f"[yellow]{root}: ignoring {len(other)} folder(s) without a transforms file: "
+                        f"{', '.join(other[:5])}")
         names = [s.name for s in scenes]
         unknown = [s for s in (*self.config.scenes, *self.config.exclude_scenes) if s not in names]
         if unknown:
@@ -83,18 +91,23 @@ class NIDCollectionDataParser(DataParser):
         if self.config.max_scenes is not None:
             scenes = scenes[: self.config.max_scenes]
         if not scenes:
-            raise NIDInputError(f"{root}: the scene filters leave no scene; loosen --scenes/--exclude-scenes/--max-scenes")
+            raise NIDInputError(
+                f"{root}: the scene filters leave no scene; loosen --scenes/--exclude-scenes/--max-scenes"
+            )
         return scenes
 
     def _scene_parsers(self) -> List[NIDSceneDataParser]:
         if self._parsers is None:
-            base = {f.name: getattr(self.config, f.name) for f in fields(NIDSceneDataParserConfig) if f.name != "_target"}
+            base = {
+                f.name: getattr(self.config, f.name) for f in fields(NIDSceneDataParserConfig) if f.name != "_target"
+            }
             self._parsers = [
-                NIDSceneDataParser(NIDSceneDataParserConfig(**{**base, "data": folder})) for folder in self.scene_folders()
+                NIDSceneDataParser(NIDSceneDataParserConfig(**{**base, "data": folder}))
+                for folder in self.scene_folders()
             ]
         return self._parsers
 
-    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> NIDDataparserOutputs:
         parsers = self._scene_parsers()
         names = [p.scene_name for p in parsers]
         per_scene = []
@@ -106,7 +119,8 @@ class NIDCollectionDataParser(DataParser):
                 per_scene.append(tag_scene(outputs, index, parser.scene_name))
         finally:
             CONSOLE.quiet = quiet
-        CONSOLE.log(f"nid-collection: {len(parsers)} scenes, {sum(len(o.image_filenames) for o in per_scene)} {split} images")
+        num_images = sum(len(o.image_filenames) for o in per_scene)
+        CONSOLE.log(f"nid-collection: {len(parsers)} scenes, {num_images} {split} images")
         hidden = [f for o in per_scene for f in o.metadata.get("occlusion_hidden_fractions") or []]
         if hidden:
             CONSOLE.log(f"nid-collection: --occlusion {self.config.occlusion:g} hides {sum(hidden) / len(hidden):.1%} "
@@ -131,7 +145,7 @@ class NIDCollectionDataParser(DataParser):
             metadata["scene_dataparser_scales"] = scales
         cameras = concat_cameras([o.cameras for o in per_scene])
         assert cameras.metadata is not None and SCENE_INDEX in cameras.metadata
-        return DataparserOutputs(
+        return NIDDataparserOutputs(
             image_filenames=concat_lists([o.image_filenames for o in per_scene]),
             cameras=cameras,
             alpha_color=per_scene[0].alpha_color,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from jaxtyping import Bool
@@ -56,7 +56,7 @@ def check_fraction(fraction: Any, option: str = "--occlusion") -> float:
 
 def image_rng(key: str, seed: int) -> np.random.Generator:
     """A random generator that depends only on ``(seed, key)`` (stable across runs, processes and machines)."""
-    digest = hashlib.sha256(f"nid-occlusion:{int(seed)}:{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"nid-occlusion:{int(seed)}:{key}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 

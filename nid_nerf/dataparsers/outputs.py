@@ -1,13 +1,18 @@
-"""Small pure helpers on nerfstudio DataparserOutputs: subsets, scene tags and concatenation."""
+"""nid-nerf's DataparserOutputs (rank-0-only, atomic transform file) and small pure helpers on DataparserOutputs:
+subsets, scene tags and concatenation."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.utils import comms
+
+from nid_nerf.io import atomic_path
 
 SCENE_INDEX = "scene_index"
 """Key of the per-image scene index: in ``cameras.metadata`` (shape [N, 1], reaches ``RayBundle.metadata``)
@@ -19,6 +24,30 @@ pixels that is hidden (see nid_nerf.dataparsers.occlusion)."""
 
 PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX, *OCCLUSION_KEYS)
 """Metadata entries with one item per image, which follow the images through subsets and concatenation."""
+
+
+class NIDDataparserOutputs(DataparserOutputs):
+    """nerfstudio's DataparserOutputs whose ``dataparser_transforms.json`` is written once, atomically.
+
+    nerfstudio's ``Trainer.train`` saves the file from every process of a multi-process run, all to the
+    same path, with a plain ``open(path, "w")``: N processes race on one file and a crash leaves half of
+    it. Here only the process of global rank 0 writes it (a single process is rank 0), through a
+    temporary sibling renamed into place; the content is nerfstudio's own. Same fields as the base class
+    (no ``@dataclass`` of its own), so ``dataclasses.replace`` keeps the type.
+    """
+
+    def save_dataparser_transform(self, path: Path) -> None:
+        if not comms.is_main_process():
+            return
+        with atomic_path(path) as tmp:
+            super().save_dataparser_transform(tmp)
+
+
+def as_nid_outputs(outputs: DataparserOutputs) -> NIDDataparserOutputs:
+    """The same outputs as :class:`NIDDataparserOutputs` (what nid-nerf's dataparsers return)."""
+    if isinstance(outputs, NIDDataparserOutputs):
+        return outputs
+    return NIDDataparserOutputs(**{f.name: getattr(outputs, f.name) for f in fields(outputs) if f.init})
 
 
 def subset_outputs(outputs: DataparserOutputs, indices: Sequence[int]) -> DataparserOutputs:

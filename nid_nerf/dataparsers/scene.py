@@ -27,8 +27,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from nid_nerf.dataparsers.few_view import select_train_views
+from nid_nerf.dataparsers.occlusion import check_fraction
+from nid_nerf.dataparsers.outputs import NIDDataparserOutputs, as_nid_outputs, subset_outputs, tag_scene
 from nid_nerf.dataparsers.training_masks import TrainingMaskOptions, apply_training_masks
-from nid_nerf.dataparsers.outputs import subset_outputs, tag_scene
 from nid_nerf.dataparsers.validation import (
     check_data_path,
     check_frames,
@@ -38,7 +39,6 @@ from nid_nerf.dataparsers.validation import (
     detect_format,
     read_json,
 )
-from nid_nerf.dataparsers.occlusion import check_fraction
 from nid_nerf.errors import NIDInputError
 
 DEFAULT_BOX_HALF = {"nerfstudio": 1.0, "blender": 1.5}
@@ -77,7 +77,9 @@ class NIDSceneDataParserConfig(DataParserConfig):
     eval_mode: Literal["fraction", "filename", "interval", "all"] = "fraction"
     """nerfstudio format without split lists in the file: how to split train and eval."""
     train_split_fraction: float = 0.9
+    """nerfstudio format, eval_mode fraction: share of the frames used for training (the rest for evaluation)."""
     eval_interval: int = 8
+    """nerfstudio format, eval_mode interval: every eval_interval-th frame is an evaluation frame."""
     check_images: bool = True
     """Open and verify every image once (catches missing, corrupt or mis-sized files with a clear message)."""
     mask_dir: Optional[Path] = None
@@ -112,7 +114,7 @@ class NIDSceneDataParser(DataParser):
         data = Path(self.config.data)
         return data.parent.name if data.suffix.lower() == ".json" else data.name
 
-    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> NIDDataparserOutputs:
         check_data_path(self.config.data)
         check_fraction(self.config.occlusion)
         fmt = self.config.format if self.config.format != "auto" else detect_format(self.config.data)
@@ -129,11 +131,12 @@ class NIDSceneDataParser(DataParser):
             hidden = outputs.metadata.get("occlusion_hidden_fractions")
             if hidden:
                 CONSOLE.log(
-                    f"{self.scene_name}: --occlusion {self.config.occlusion:g} hides {np.mean(hidden):.1%} of the object "
-                    f"pixels of {len(hidden)} training images (masks in {Path(outputs.mask_filenames[0]).parent.parent})"
+                    f"{self.scene_name}: --occlusion {self.config.occlusion:g} hides {np.mean(hidden):.1%} of the "
+                    f"object pixels of {len(hidden)} training images "
+                    f"(masks in {Path(outputs.mask_filenames[0]).parent.parent})"
                 )
         outputs = replace(outputs, scene_box=self._scene_box(fmt, file_box))
-        return tag_scene(outputs, 0, self.scene_name)
+        return as_nid_outputs(tag_scene(outputs, 0, self.scene_name))
 
     def _mask_options(self) -> TrainingMaskOptions:
         c = self.config
@@ -157,7 +160,7 @@ class NIDSceneDataParser(DataParser):
             eval_interval=self.config.eval_interval,
             depth_unit_scale_factor=float(meta.get("depth_unit_scale_factor", 1e-3)),
         )
-        outputs = Nerfstudio(ns_config)._generate_dataparser_outputs(split)
+        outputs = Nerfstudio(ns_config).get_dataparser_outputs(split)
         self._object_masks = self._frame_paths(meta, path.parent, ("object_mask_path", "mask_path"))
         normals = self._frame_paths(meta, path.parent, ("normal_file_path",))
         metadata = dict(outputs.metadata)
@@ -214,7 +217,8 @@ class NIDSceneDataParser(DataParser):
             other = data / f"transforms_{'test' if split == 'val' else 'val'}.json"
             if not other.is_file():
                 raise NIDInputError(
-                    f"{data} has no transforms_val.json or transforms_test.json; add one (Blender format) for evaluation"
+                    f"{data} has no transforms_val.json or transforms_test.json; add one (Blender format) for "
+                    "evaluation"
                 )
             path = other
         meta = read_json(path)

@@ -48,12 +48,16 @@ MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 @dataclass(frozen=True)
 class TrainingMaskOptions:
+    """How the training masks of a scene are made (from nid-scene's --mask-dir and --occlusion* options)."""
+
     mask_dir: Optional[Path] = None
     """Folder with one mask per training image, named like the image (any image extension)."""
     occlusion: float = 0.0
     """Fraction of each training image's object pixels to hide (0 = off)."""
     seed: int = 0
+    """Seed of the synthetic occluders (each image's occluder depends only on the seed and the image)."""
     shape: str = "rectangle"
+    """Occluder shape: rectangle (one random rectangle) or blobs (the union of 2-4 random ellipses)."""
 
     @property
     def active(self) -> bool:
@@ -138,7 +142,10 @@ def apply_training_masks(
         ],
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode("utf-8")).hexdigest()[:12]
-    name = f"occlusion_{fraction:g}_seed{int(options.seed)}_{options.shape}_{digest}" if fraction > 0 else f"masks_{digest}"
+    if fraction > 0:
+        name = f"occlusion_{fraction:g}_seed{int(options.seed)}_{options.shape}_{digest}"
+    else:
+        name = f"masks_{digest}"
     names = [_flat_name(key) for key in keys]
     if len(set(names)) < len(names):  # e.g. a.png and a.jpg
         names = [f"{k:05d}_{n}" for k, n in enumerate(names)]

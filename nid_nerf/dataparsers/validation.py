@@ -78,10 +78,14 @@ def check_frames(meta: Dict[str, Any], path: Path, need_intrinsics: bool) -> Lis
     (nerfstudio format) fl_x, fl_y, cx, cy, w, h are given globally or per frame."""
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise NIDInputError(f"{path} has no 'frames' list (or it is empty); each frame needs file_path and transform_matrix")
+        raise NIDInputError(
+            f"{path} has no 'frames' list (or it is empty); each frame needs file_path and transform_matrix"
+        )
     for k, frame in enumerate(frames):
         if not isinstance(frame, dict):
-            raise NIDInputError(f"{path}: frame {k} is not an object; write {{\"file_path\": ..., \"transform_matrix\": ...}}")
+            raise NIDInputError(
+                f"{path}: frame {k} is not an object; write {{\"file_path\": ..., \"transform_matrix\": ...}}"
+            )
         if not isinstance(frame.get("file_path"), str) or not frame["file_path"]:
             raise NIDInputError(f"{path}: frame {k} has no 'file_path'; add the image path relative to {path.parent}")
         if not _is_pose(frame.get("transform_matrix")):

@@ -23,9 +23,6 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
-from torch.utils.data import Dataset
-
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
@@ -33,10 +30,14 @@ from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+from torch.utils.data import Dataset
 
 from nid_nerf.engine.distributed import rank_and_world_size, scenes_of, shard_images
+from nid_nerf.engine.nerfstudio_patches import pixel_sampler_kwargs, train_dataset_swapped
 from nid_nerf.errors import NIDInputError
-from nid_nerf.sampling.residual_sampler import MaskedPixelSamplerConfig, ResidualPixelSampler, ResidualPixelSamplerConfig
+from nid_nerf.sampling.masked_sampler import MaskedPixelSamplerConfig
+from nid_nerf.sampling.residual_sampler import ResidualPixelSampler, ResidualPixelSamplerConfig
 
 
 @dataclass
@@ -56,8 +57,11 @@ class NIDDataManagerConfig(VanillaDataManagerConfig):
     in the batch, so a step over a large collection also gets cheaper."""
 
 
-def image_sizes(dataset: InputDataset) -> List[Tuple[int, int]]:
-    """(height, width) of every image of a dataset, in dataset order (cameras already rescaled)."""
+def image_sizes(dataset: Dataset) -> List[Tuple[int, int]]:
+    """(height, width) of every image of a dataset, in dataset order (cameras already rescaled).
+
+    For an ImageShard: of all images of its dataset (the residual map indexes images globally).
+    """
     cams = dataset.cameras
     heights = cams.height.reshape(-1).tolist()
     widths = cams.width.reshape(-1).tolist()
@@ -150,11 +154,8 @@ class NIDDataManager(VanillaDataManager):
                 f"({len(counts)} scene(s))"
             )
             # the image loader caches and serves only this rank's images; cameras stay global
-            self.train_dataset = ImageShard(full, self.train_shard)  # type: ignore[assignment]
-            try:
+            with train_dataset_swapped(self, ImageShard(full, self.train_shard)):
                 super().setup_train()
-            finally:
-                self.train_dataset = full
             self._restrict_previews_to_shard()
         self.rays_per_image = torch.zeros(len(self.train_dataset), dtype=torch.long)
         scenes = scene_indices(self.train_dataset) if self.config.scenes_per_step > 0 else None
@@ -183,7 +184,13 @@ class NIDDataManager(VanillaDataManager):
             "rays_per_image": {str(i): int(self.rays_per_image[i]) for i in drawn},
         }
 
-    def _get_pixel_sampler(self, dataset: InputDataset, num_rays_per_batch: int) -> PixelSampler:
+    def _get_pixel_sampler(self, dataset: Dataset, num_rays_per_batch: int) -> PixelSampler:
+        """The training sampler of ``config.sampler``; evaluation always samples uniformly.
+
+        Both are built from nid-nerf's configs with the arguments nerfstudio's own ``_get_pixel_sampler``
+        passes (``nerfstudio_patches.pixel_sampler_kwargs``). nerfstudio's patch sampler is never used: its
+        switch (``patch_size > 1``) applies only to a plain ``PixelSamplerConfig``.
+        """
         is_train = dataset is getattr(self, "train_dataset", None)
         if not is_train or self.config.sampler == "uniform":
             return self._uniform_sampler(dataset, num_rays_per_batch)
@@ -196,21 +203,17 @@ class NIDDataManager(VanillaDataManager):
                 f"the residual sampler picks single rays but datamanager.patch-size is {self.config.patch_size}; "
                 "set --pipeline.datamanager.patch-size 1 or --pipeline.datamanager.sampler uniform"
             )
-        sampler = super()._get_pixel_sampler(dataset, num_rays_per_batch)  # equirectangular / fisheye kwargs
+        sampler = self.config.pixel_sampler.setup(**pixel_sampler_kwargs(dataset, num_rays_per_batch))
         assert isinstance(sampler, ResidualPixelSampler)
         sampler.build_map(image_sizes(dataset))  # all images (global indices), also for a shard
         return sampler
 
-    def _uniform_sampler(self, dataset: InputDataset, num_rays_per_batch: int) -> PixelSampler:
-        """nerfstudio's uniform sampler (with the one-image mask fix), configured from the base fields of ``pixel_sampler``."""
+    def _uniform_sampler(self, dataset: Dataset, num_rays_per_batch: int) -> PixelSampler:
+        """nerfstudio's uniform sampler (with the one-image mask fix), from the base fields of ``pixel_sampler``."""
         base_fields = {f.name for f in dataclasses.fields(PixelSamplerConfig) if f.name != "_target"}
         residual_config = self.config.pixel_sampler
         uniform_config = MaskedPixelSamplerConfig(**{k: getattr(residual_config, k) for k in base_fields})
-        self.config.pixel_sampler, saved = uniform_config, residual_config  # type: ignore[assignment]
-        try:
-            return super()._get_pixel_sampler(dataset, num_rays_per_batch)
-        finally:
-            self.config.pixel_sampler = saved
+        return uniform_config.setup(**pixel_sampler_kwargs(dataset, num_rays_per_batch))
 
     @property
     def residual_sampler(self) -> ResidualPixelSampler | None:
@@ -225,7 +228,7 @@ class NIDDataManager(VanillaDataManager):
         self.rays_per_image += torch.bincount(images, minlength=self.rays_per_image.shape[0])
         return ray_bundle, batch
 
-    def observe_residuals(self, batch: Dict, per_ray_residual: Float[Tensor, "num_rays"]) -> None:
+    def observe_residuals(self, batch: Dict, per_ray_residual: Float[Tensor, " num_rays"]) -> None:
         """Feed the per-ray residual of the rays just trained back to the sampler (no-op for uniform)."""
         if self.residual_sampler is not None:
             self.residual_sampler.observe(batch["indices"], per_ray_residual)
@@ -255,7 +258,9 @@ class NIDDataManager(VanillaDataManager):
         cells = torch.cat([rmap.image(i).reshape(-1) for i in self.train_shard])
         return float(torch.isfinite(cells).float().mean())
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))
         sampler = self.residual_sampler
         trainer = training_callback_attributes.trainer

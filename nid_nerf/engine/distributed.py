@@ -4,10 +4,11 @@
 (``nerfstudio/scripts/train.py``): it spawns one process per device with ``torch.multiprocessing`` and
 each process runs nerfstudio's ``train_loop`` (seeded with ``machine.seed + rank``). nerfstudio 1.1.5's
 per-process ``_distributed_worker`` asserts that CUDA is available (and that ``num_devices`` GPUs
-exist) before it would pick gloo for CPU, so CPU processes never start. :func:`install_gloo_worker`
-puts :func:`gloo_worker` in its place for CPU runs only; it does what nerfstudio's worker does
-(process group, per-machine group in ``comms.LOCAL_PROCESS_GROUP``, ``main_func``, teardown)
-without the CUDA checks. Spawning, joining, Ctrl-C and ``--machine.dist-url auto`` stay nerfstudio's.
+exist) before it would pick gloo for CPU, so CPU processes never start.
+``nid_nerf.engine.nerfstudio_patches.install_gloo_worker`` (run by ``NIDTrainerConfig.save_config``, just
+before ``launch``) puts :func:`gloo_worker` in its place for CPU runs only; it does what nerfstudio's worker
+does (process group, per-machine group in ``comms.LOCAL_PROCESS_GROUP``, ``main_func``, teardown) without
+the CUDA checks. Spawning, joining, Ctrl-C and ``--machine.dist-url auto`` stay nerfstudio's.
 
 The rest of multi-process training lives where it belongs:
 
@@ -19,7 +20,6 @@ The rest of multi-process training lives where it belongs:
 from __future__ import annotations
 
 import os
-import sys
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -191,7 +191,8 @@ def gloo_worker(
     try:
         num_machines = world_size // num_devices_per_machine
         for machine in range(num_machines):  # new_group is collective: every process builds every group
-            group = dist.new_group(list(range(machine * num_devices_per_machine, (machine + 1) * num_devices_per_machine)))
+            first = machine * num_devices_per_machine
+            group = dist.new_group(list(range(first, first + num_devices_per_machine)))
             if machine == machine_rank:
                 comms.LOCAL_PROCESS_GROUP = group
         # no closing barrier (nerfstudio's worker has one): with viewer.quit_on_train_completion False,
@@ -200,31 +201,3 @@ def gloo_worker(
         return main_func(local_rank, world_size, config, global_rank)
     finally:
         dist.destroy_process_group()
-
-
-def _launcher_modules() -> List[Any]:
-    """Loaded copies of nerfstudio's train script (``nerfstudio.scripts.train``, or ``__main__`` under ``python -m``)."""
-    import nerfstudio.scripts.train  # noqa: F401  (ns-train has imported it already)
-
-    modules = []
-    for name in ("nerfstudio.scripts.train", "__main__"):
-        module = sys.modules.get(name)
-        worker = getattr(module, "_distributed_worker", None)
-        if module is not None and callable(getattr(module, "launch", None)) and worker is not None:
-            if worker is gloo_worker or getattr(worker, "__qualname__", "") == "_distributed_worker":
-                modules.append(module)
-    return modules
-
-
-def install_gloo_worker(machine: Any) -> bool:
-    """Let nerfstudio's launcher start CPU processes (gloo); returns whether it was needed.
-
-    Called by ``NIDTrainerConfig.save_config``, which nerfstudio's ``train.main`` runs just before
-    ``launch``. Only multi-process CPU runs are affected; GPU runs keep nerfstudio's own worker.
-    """
-    num_processes = int(machine.num_devices) * int(machine.num_machines)
-    if machine.device_type != "cpu" or num_processes <= 1:
-        return False
-    for module in _launcher_modules():
-        module._distributed_worker = gloo_worker
-    return True

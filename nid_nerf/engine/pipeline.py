@@ -1,5 +1,10 @@
 """NIDPipeline: the vanilla pipeline, plus feeding per-ray residuals back to the ray sampler.
 
+A training step composites prediction and target once (``NIDModel.get_training_terms``: metrics, losses
+and the per-ray residual, from one random background) and hands the residual to
+``NIDDataManager.observe_residuals``. Evaluation is nerfstudio's (``get_eval_loss_dict`` calls the model's
+``get_metrics_dict`` and ``get_loss_dict``).
+
 Multi-process (``--machine.num-devices N``): the model is wrapped in DistributedDataParallel by
 ``nid_nerf.engine.distributed.wrap_ddp`` rather than by nerfstudio's VanillaPipeline, whose wrapper passes
 GPU ``device_ids`` that DDP refuses for CPU modules. Gradients are averaged over the processes at
@@ -9,33 +14,46 @@ every step; metrics, losses, callbacks and checkpoints use the unwrapped model (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Literal, Optional, Type
+from typing import List, Literal, Optional, Type, Union
 
+import torch
 import torch.distributed as dist
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.engine.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
+from nid_nerf.models.nid_model import NIDModelConfig
 
 
 @dataclass
 class NIDPipelineConfig(VanillaPipelineConfig):
+    """nerfstudio's VanillaPipelineConfig for a NIDModel fed by a NIDDataManager, multi-process aware."""
+
     _target: Type = field(default_factory=lambda: NIDPipeline)
+    datamanager: NIDDataManagerConfig = field(default_factory=NIDDataManagerConfig)
+    """Training and evaluation rays (uniform or residual ray sampling, sharded across processes)."""
+    model: NIDModelConfig = field(default_factory=NIDModelConfig)
+    """The NID field model."""
     find_unused_parameters: bool = True
     """Multi-process only: let DDP skip parameters a step does not use (safe default; False saves a graph walk)."""
 
 
 class NIDPipeline(VanillaPipeline):
-    """After each training step, the datamanager sees the photometric residual of the rays it served."""
+    """After each training step, the datamanager sees the photometric residual of the rays it served.
+
+    ``self.model`` (nerfstudio's property: the model, unwrapped from DDP) is a ``NIDModel``.
+    """
 
     config: NIDPipelineConfig
+    datamanager: NIDDataManager
 
     def __init__(
         self,
         config: NIDPipelineConfig,
-        device: str,
+        device: Union[str, torch.device],
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
         local_rank: int = 0,
@@ -71,7 +89,9 @@ class NIDPipeline(VanillaPipeline):
             self._ddp_trainable = trainable_parameters(model)
             CONSOLE.log(f"nid: trainable parameters changed at step {step}; DDP re-wrapped the model")
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))
         if self.world_size > 1:
             # after the model's own callbacks, which may switch parameters on (refine)
@@ -84,9 +104,6 @@ class NIDPipeline(VanillaPipeline):
     def get_train_loss_dict(self, step: int):
         ray_bundle, batch = self.datamanager.next_train(step)
         outputs = self._model(ray_bundle)  # DDP forward when multi-process
-        metrics = self.model.get_metrics_dict(outputs, batch)
-        losses = self.model.get_loss_dict(outputs, batch, metrics)
-        observe = getattr(self.datamanager, "observe_residuals", None)
-        if observe is not None and "per_ray_residual" in outputs:
-            observe(batch, outputs["per_ray_residual"])
+        metrics, losses, per_ray_residual = self.model.get_training_terms(outputs, batch)
+        self.datamanager.observe_residuals(batch, per_ray_residual)
         return outputs, losses, metrics

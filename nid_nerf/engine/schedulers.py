@@ -25,13 +25,21 @@ def log_linear_decay(step: int, max_steps: int, warmup_steps: int, ratio_final: 
 
 @dataclass
 class LogDecaySchedulerConfig(SchedulerConfig):
+    """Linear warm-up, then exponential (log-linear) decay from the optimizer's lr to ``lr_final``."""
+
     _target: Type = field(default_factory=lambda: LogDecayScheduler)
     lr_final: Optional[float] = None
+    """Learning rate at max_steps and after (None: the optimizer's lr, no decay). nid-nerf's methods decay 10x, 30x
+    for the expert tables."""
     warmup_steps: int = 0
+    """Steps of linear warm-up from lr / warmup_steps to lr (0: none)."""
     max_steps: int = 100000
+    """Step at which the decay reaches lr_final (nid-nerf's methods: their max_num_iterations)."""
 
 
 class LogDecayScheduler(Scheduler):
+    """A LambdaLR of :func:`log_linear_decay` (Python floats only: weights-only loadable state)."""
+
     config: LogDecaySchedulerConfig
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:

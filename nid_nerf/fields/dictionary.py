@@ -70,7 +70,9 @@ def load_dictionary(path: Path) -> Dict[str, Any]:
     """Read and sanity-check a dictionary file; one-line NIDInputError on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise NIDInputError(f"dictionary file {path} does not exist; pass the dictionary.pt written by ns-train nid-dict")
+        raise NIDInputError(
+            f"dictionary file {path} does not exist; pass the dictionary.pt written by ns-train nid-dict"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file

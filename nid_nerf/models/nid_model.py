@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
@@ -28,8 +29,8 @@ from torchmetrics.functional import structural_similarity_index_measure
 from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.fields.encoding import HashGridSpec
 from nid_nerf.fields.nid_field import NIDField
-from nid_nerf.model_components.image_metrics import lpips_if_available, psnr
 from nid_nerf.fields.tcnn_backend import resolve_implementation
+from nid_nerf.model_components.image_metrics import lpips_if_available, psnr
 from nid_nerf.model_components.rendering import (
     grid_lookup,
     ray_aabb,
@@ -37,6 +38,17 @@ from nid_nerf.model_components.rendering import (
     sample_pdf,
     stratified_midpoints,
 )
+
+
+class TrainingTerms(NamedTuple):
+    """What a training step takes from the model's outputs and batch (see ``NIDModel.get_training_terms``)."""
+
+    metrics: Dict[str, Tensor]
+    """nerfstudio's metrics dict (logged)."""
+    losses: Dict[str, Tensor]
+    """nerfstudio's loss dict (summed and back-propagated by the trainer)."""
+    per_ray_residual: Float[Tensor, " num_rays"]
+    """Mean absolute RGB error of each ray, detached: what the residual ray sampler learns from."""
 
 
 @dataclass
@@ -47,6 +59,8 @@ class NIDModelConfig(ModelConfig):
     enable_collider: bool = False
     """Rays are clipped to the scene box by the model itself."""
     eval_num_rays_per_chunk: int = 16384
+    """Rays per forward pass when rendering whole images (eval, viewer); 4x nerfstudio's default, since rays the
+    cached grid sees as empty cost no field query."""
     # --- dictionary
     num_experts: int = 1
     """K, the number of hash-grid experts."""
@@ -57,7 +71,11 @@ class NIDModelConfig(ModelConfig):
     dense_warmup_steps: int = 0
     """Steps with a dense gate and an L1 code penalty before switching to top-k."""
     code_l1_mult: float = 1e-3
+    """nid-dict: weight of the L1 norm of the codes during the dense warm-up (pushes each scene toward few experts
+    before the gate switches to top-k)."""
     load_balance_mult: float = 1e-2
+    """nid-dict: weight of the squared coefficient of variation (CV^2) of expert usage over the scenes, so that no
+    expert goes unused (0 when every expert gets the same gate mass)."""
     usage_log_interval: int = 250
     """Steps between expert-usage histograms in tensorboard (K > 1)."""
     dictionary_path: Optional[Path] = None
@@ -67,8 +85,9 @@ class NIDModelConfig(ModelConfig):
     solve_gate: Literal["dense", "top-k"] = "dense"
     """With a dictionary: which experts the new scene's code may use. dense: all K (the tables are mixed once per
     step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
-    A top-k solve cannot change its experts (unpicked entries get no photometric gradient): on a held-out vase from 10 views it
-    reached 15.5 dB after 100 steps where the dense solve reached 18.1 dB after 25 (docs/fewview_benchmark.md)."""
+    A top-k solve cannot change its experts (unpicked entries get no photometric gradient): on a held-out vase from
+    10 views it reached 15.5 dB after 100 steps where the dense solve reached 18.1 dB after 25
+    (docs/fewview_benchmark.md)."""
     solve_beta_init: Optional[float] = 0.03
     """With a dictionary: VolSDF beta at the start of the solve (then learned as usual); None keeps the dictionary's
     own beta. A pretrained beta is very sharp (about 1e-3), which leaves almost no gradient to move the surface
@@ -83,16 +102,28 @@ class NIDModelConfig(ModelConfig):
     """Weight of the Mahalanobis distance of the code to the dictionary's code distribution."""
     # --- hash grid (shared by all experts)
     num_levels: int = 8
+    """Hash-grid levels; resolutions grow geometrically from base_resolution to max_resolution
+    (defaults: 16, 23, 35, 52, 78, 115, 172, 256)."""
     log2_table_size: int = 15
+    """log2 of the entries per level and expert (15: 32768; the defaults give 2 MB of float32 per expert). Levels
+    whose (R + 1)^3 vertices fit are stored dense, unhashed (the first two at the defaults)."""
     features_per_level: int = 2
+    """Features per hash-grid entry; the grid feature of a point is num_levels x features_per_level long."""
     base_resolution: int = 16
+    """Resolution of the coarsest hash-grid level (cells per side of the scene box)."""
     max_resolution: int = 256
+    """Resolution of the finest hash-grid level."""
     # --- decoder
     geo_hidden_dim: int = 64
+    """Width of the hidden layers of the geometry MLP (grid features + positional encoding -> SDF + features)."""
     geo_num_layers: int = 1
+    """Hidden layers of the geometry MLP."""
     geo_feat_dim: int = 15
+    """Geometry features the geometry MLP passes to the colour MLP, besides the SDF."""
     color_hidden_dim: int = 64
+    """Width of the hidden layers of the colour MLP (geometry features + spherical harmonics of the view -> RGB)."""
     color_num_layers: int = 2
+    """Hidden layers of the colour MLP."""
     implementation: Literal["auto", "torch", "tcnn"] = "auto"
     """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
     sphere_radius: float = 0.5
@@ -113,13 +144,19 @@ class NIDModelConfig(ModelConfig):
     grid_update_interval: int = 16
     """Steps over which each scene's cached grid is refreshed, one z-slab per step."""
     beta_init: float = 0.1
+    """Initial VolSDF beta (scale of the Laplace CDF that turns -sdf into density; learned, in scene units)."""
     beta_min: float = 1e-3
+    """Lower bound of beta (beta = exp(log_beta) + beta_min): keeps the density finite as the surface sharpens."""
     background_color: Literal["random", "white", "black"] = "random"
     """Training background for RGBA data (random makes alpha learnable). RGB data uses eval_background_color."""
     eval_background_color: Literal["white", "black"] = "white"
+    """Background of rendered images at eval and in the viewer (and of RGBA targets there); RGB training data is
+    compared against predictions on this background too."""
     # --- losses
     rgb_loss: Literal["l1", "huber"] = "l1"
+    """Photometric loss per ray: l1 = mean |rgb - gt| over the channels; huber = Huber with delta 0.1."""
     eikonal_loss_mult: float = 0.1
+    """Weight of the eikonal loss, mean (|grad sdf| - 1)^2 over the eikonal points (keeps the field a distance)."""
     eikonal_points: int = 256
     """Extra uniformly random points per step for the eikonal loss."""
     eikonal_sample_fraction: float = 0.25
@@ -231,7 +268,8 @@ class NIDModel(Model):
     # ------------------------------------------------------------------ nerfstudio API
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = {
-            "experts": [self.field.experts.tables] + ([self.field.refine_table] if self.field.refine_table is not None else []),
+            "experts": [self.field.experts.tables]
+            + ([self.field.refine_table] if self.field.refine_table is not None else []),
             "decoder": self.field.decoder_parameters(),
             "beta": [self.log_beta],
         }
@@ -239,7 +277,9 @@ class NIDModel(Model):
             groups["codes"] = [self.field.gate.codes]
         return groups
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         def refresh_grid(step: int) -> None:
             # one z-slab per step: each scene's grid is fully refreshed every grid_update_interval * num_scenes
             # steps, at an even cost per step instead of a spike
@@ -389,8 +429,14 @@ class NIDModel(Model):
             out[sel] = grid_lookup(self.coarse_sdf[s], x01[sel])
         return out
 
-    def _targets(self, outputs: Dict[str, Tensor], image: Tensor) -> Tuple[Tensor, Tensor]:
-        """Prediction and ground truth composited on the same background."""
+    def _targets(
+        self, outputs: Dict[str, Tensor], image: Float[Tensor, "num_rays channels"]
+    ) -> Tuple[Float[Tensor, "num_rays 3"], Float[Tensor, "num_rays 3"]]:
+        """Prediction and ground truth composited on the same background.
+
+        RGBA data in training with ``background_color`` random: a fresh uniform background per ray, drawn
+        here (one ``torch.rand_like`` per call), so that alpha is learnable; else a fixed colour.
+        """
         image = image.to(outputs["rgb_raw"])
         if image.shape[-1] == 4:
             rgb, alpha = image[..., :3], image[..., 3:]
@@ -403,18 +449,40 @@ class NIDModel(Model):
             return pred, rgb * alpha + bg * (1.0 - alpha)
         return outputs["rgb"], image
 
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+    def get_training_terms(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> TrainingTerms:
+        """Metrics, losses and per-ray residual of a training step, from ONE compositing of prediction and target.
+
+        ``NIDPipeline`` calls this instead of nerfstudio's ``get_metrics_dict`` + ``get_loss_dict``: those
+        composite separately, and in training each compositing of RGBA data draws its own random
+        background, so the loss and the residual fed to the ray sampler would see different backgrounds
+        (and the random stream would advance twice per step).
+        """
         pred, gt = self._targets(outputs, batch["image"])
-        residual = (pred - gt).abs().mean(-1)
-        outputs["per_ray_residual"] = residual.detach()
-        outputs["_pred_gt"] = (pred, gt)
-        return {"psnr": psnr(pred.detach().clamp(0, 1), gt), "beta": self.beta.detach()}
+        per_ray_residual = (pred - gt).abs().mean(-1).detach()
+        return TrainingTerms(self._metrics(pred, gt), self._losses(outputs, batch, pred, gt), per_ray_residual)
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        """nerfstudio's metrics hook (evaluation batches); training steps use :meth:`get_training_terms`."""
+        pred, gt = self._targets(outputs, batch["image"])
+        return self._metrics(pred, gt)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """nerfstudio's loss hook (evaluation batches); training steps use :meth:`get_training_terms`.
+
+        At evaluation the background is a fixed colour, so this and ``get_metrics_dict`` composite alike.
+        """
+        pred, gt = self._targets(outputs, batch["image"])
+        return self._losses(outputs, batch, pred, gt)
+
+    def _metrics(self, pred: Float[Tensor, "num_rays 3"], gt: Float[Tensor, "num_rays 3"]) -> Dict[str, Tensor]:
+        return {"psnr": psnr(pred.detach().clamp(0, 1), gt), "beta": self.beta.detach()}
+
+    def _losses(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], pred: Float[Tensor, "num_rays 3"],
+        gt: Float[Tensor, "num_rays 3"],
+    ) -> Dict[str, Tensor]:
+        """All losses of a batch, given its composited prediction and target (the order of the dict is the sum's)."""
         cfg = self.config
-        if "_pred_gt" not in outputs:
-            self.get_metrics_dict(outputs, batch)
-        pred, gt = outputs.pop("_pred_gt")
         if cfg.rgb_loss == "huber":
             per_ray = F.huber_loss(pred, gt, reduction="none", delta=0.1).mean(-1)
         else:

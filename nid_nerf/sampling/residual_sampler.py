@@ -21,6 +21,11 @@ mean 1, where ``q`` is each ray's probability under the mixture of uniform and r
 INT "refreshes" the ranking every step early on and every 10-50 steps later. Here a refresh
 ranks one candidate pool for the next ``refresh_every(t)`` steps and queues the picks; the map itself
 is updated every step either way.
+
+The parts live beside this file: the schedules (:mod:`nid_nerf.sampling.schedules`), the map
+(:mod:`nid_nerf.sampling.residual_map`), the mask-aware uniform draws (:mod:`nid_nerf.sampling.masked_sampler`)
+and the tensorboard previews (:mod:`nid_nerf.sampling.previews`). ``timings`` / ``counts`` add up the time
+spent in ``sample`` and ``observe`` (the sampler's overhead per step, 0.3-0.6 % in docs/sampler_benchmark.md).
 """
 
 from __future__ import annotations
@@ -28,209 +33,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import torch
 from jaxtyping import Float, Int
+from nerfstudio.data.utils.pixel_sampling_utils import divide_rays_per_image
 from torch import Tensor
 
-from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
-from nerfstudio.data.utils.pixel_sampling_utils import divide_rays_per_image
-
 from nid_nerf.errors import NIDInputError
-
-UNVISITED = float("inf")
-"""Map value of a pixel no ray has visited yet (ranks above every observed residual)."""
-FLOAT16_MAX = 65504.0
-
-ScheduleKind = Literal["constant", "linear", "step", "cosine"]
-
-
-# ----------------------------------------------------------------------------------------------
-# schedules (pure functions)
-# ----------------------------------------------------------------------------------------------
-
-
-def ratio_schedule(
-    kind: ScheduleKind, step: int, num_steps: int, start: float, end: float, num_stages: int = 10
-) -> float:
-    """Share of the batch picked by residual at ``step`` (INT's mt_ratio schedules, ending at ``end``).
-
-    ``step`` rises in ``num_stages`` equal stairs from ``start`` to ``end`` over ``num_steps`` (INT's
-    default); ``linear`` and ``cosine`` rise smoothly; after ``num_steps`` the value stays ``end``.
-    """
-    if kind == "constant" or num_steps <= 0:
-        return start if kind == "constant" else end
-    t = min(max(step, 0) / num_steps, 1.0)
-    if kind == "linear":
-        return start + t * (end - start)
-    if kind == "cosine":
-        return end - 0.5 * (end - start) * (1.0 + math.cos(math.pi * t))
-    if kind == "step":
-        stages = max(num_stages, 1)
-        stage = min(math.floor(t * stages), stages)
-        return start + (end - start) * stage / stages
-    raise NIDInputError(f"unknown ratio schedule '{kind}'; use one of constant, linear, step, cosine")
-
-
-def refresh_interval(step: int, warmup_steps: int, every: int) -> int:
-    """Steps between two rankings: every step during ``warmup_steps``, then every ``every`` steps."""
-    return 1 if step < warmup_steps else max(int(every), 1)
-
-
-def map_stride(image_sizes: Sequence[Tuple[int, int]], max_map_pixels: int) -> int:
-    """Smallest integer stride whose reduced-resolution map holds at most ``max_map_pixels`` cells."""
-    if max_map_pixels <= 0:
-        raise NIDInputError(f"max_map_pixels must be positive (got {max_map_pixels}); raise it, e.g. 50000000")
-
-    def cells(s: int) -> int:
-        return sum(math.ceil(h / s) * math.ceil(w / s) for h, w in image_sizes)
-
-    # cells(s) >= P / s^2, so floor(sqrt(P / budget)) never overshoots the smallest valid stride
-    stride = max(1, int(math.sqrt(cells(1) / max_map_pixels)))
-    while cells(stride) > max_map_pixels:
-        stride += 1
-    return stride
-
-
-# ----------------------------------------------------------------------------------------------
-# the residual map
-# ----------------------------------------------------------------------------------------------
-
-
-class ResidualMap:
-    """float16 residual per training pixel, or per ``stride x stride`` cell, for images of any sizes.
-
-    Cells of image ``i`` are the flat range ``offsets[i] : offsets[i + 1]``, row-major over
-    ``(ceil(h_i / stride), ceil(w_i / stride))``.
-    """
-
-    def __init__(
-        self,
-        image_sizes: Sequence[Tuple[int, int]],
-        max_map_pixels: int = 50_000_000,
-        min_stride: int = 1,
-        update_weight: float = 1.0,
-    ):
-        if len(image_sizes) == 0:
-            raise NIDInputError("the residual sampler got no training images; check the dataset's train split")
-        if not 0.0 < update_weight <= 1.0:
-            raise NIDInputError(f"pixel-sampler.update-weight is {update_weight}; use a value in (0, 1], e.g. 1.0")
-        self.stride = max(map_stride(image_sizes, max_map_pixels), int(min_stride), 1)
-        self.update_weight = float(update_weight)
-        s = self.stride
-        self.heights = torch.tensor([h for h, _ in image_sizes], dtype=torch.long)
-        self.widths = torch.tensor([w for _, w in image_sizes], dtype=torch.long)
-        self.cell_h = (self.heights + s - 1) // s
-        self.cell_w = (self.widths + s - 1) // s
-        counts = self.cell_h * self.cell_w
-        self.offsets = torch.zeros(len(image_sizes) + 1, dtype=torch.long)
-        self.offsets[1:] = torch.cumsum(counts, 0)
-        self.values = torch.full((int(self.offsets[-1]),), UNVISITED, dtype=torch.float16)
-
-    @property
-    def num_images(self) -> int:
-        return len(self.heights)
-
-    def cells(self, indices: Int[Tensor, "n 3"]) -> Int[Tensor, "n"]:
-        """Flat cell index of absolute (image, y, x) pixel indices."""
-        img, y, x = indices[:, 0], indices[:, 1], indices[:, 2]
-        s = self.stride
-        return self.offsets[img] + torch.div(y, s, rounding_mode="floor") * self.cell_w[img] + torch.div(
-            x, s, rounding_mode="floor"
-        )
-
-    def valid(self, indices: Int[Tensor, "n 3"]) -> Tensor:
-        """Which absolute indices fall inside the training images."""
-        img, y, x = indices[:, 0], indices[:, 1], indices[:, 2]
-        ok = (img >= 0) & (img < self.num_images)
-        img = img.clamp(0, self.num_images - 1)
-        return ok & (y >= 0) & (x >= 0) & (y < self.heights[img]) & (x < self.widths[img])
-
-    def lookup(self, indices: Int[Tensor, "n 3"]) -> Float[Tensor, "n"]:
-        """Residuals (float32, +inf where never visited) at absolute pixel indices."""
-        return self.values[self.cells(indices)].float()
-
-    def update(self, indices: Int[Tensor, "n 3"], residuals: Float[Tensor, "n"]) -> int:
-        """Write the batch's residuals (mean per cell, blended into the old value with ``update_weight``).
-
-        Non-finite values and stray indices are dropped; a never-visited cell takes the new value.
-
-        Returns how many rays were written.
-        """
-        indices = indices.detach().to("cpu", torch.long).reshape(-1, 3)
-        residuals = residuals.detach().to("cpu", torch.float32).reshape(-1)
-        if indices.shape[0] != residuals.shape[0]:
-            raise ValueError(f"observe: {indices.shape[0]} indices but {residuals.shape[0]} residuals")
-        keep = torch.isfinite(residuals) & self.valid(indices)
-        if not bool(keep.any()):
-            return 0
-        cells = self.cells(indices[keep])
-        vals = residuals[keep].clamp(0.0, FLOAT16_MAX)
-        uniq, inverse = torch.unique(cells, return_inverse=True)
-        sums = torch.zeros(uniq.shape[0], dtype=torch.float32).index_add_(0, inverse, vals)
-        counts = torch.bincount(inverse, minlength=uniq.shape[0]).to(torch.float32)
-        new = sums / counts
-        if self.update_weight < 1.0:
-            old = self.values[uniq].float()
-            new = torch.where(torch.isfinite(old), old + self.update_weight * (new - old), new)
-        self.values[uniq] = new.to(torch.float16)
-        return int(keep.sum())
-
-    def image(self, image_index: int) -> Float[Tensor, "h w"]:
-        """The map of one image at map resolution (float32, +inf where never visited)."""
-        a, b = int(self.offsets[image_index]), int(self.offsets[image_index + 1])
-        return self.values[a:b].float().view(int(self.cell_h[image_index]), int(self.cell_w[image_index]))
-
-    def visited_fraction(self) -> float:
-        return float(torch.isfinite(self.values).float().mean())
-
-
-# ----------------------------------------------------------------------------------------------
-# the sampler
-# ----------------------------------------------------------------------------------------------
-
-
-class MaskedPixelSampler(PixelSampler):
-    """nerfstudio's PixelSampler with a mask-rejection draw that works for any number of images.
-
-    nerfstudio 1.1.5 squeezes the [N, H, W, 1] mask before indexing it, which breaks with a single
-    training image (or per-image list batches); it also falls back to draws without replacement,
-    which fail when more rays are asked for than the mask leaves. Here the mask keeps its image
-    axis, and the fallback draws visible pixels with replacement.
-    """
-
-    def rejection_sample_mask(
-        self,
-        mask: Tensor,
-        num_samples: int,
-        num_images: int,
-        image_height: int,
-        image_width: int,
-        device: Union[torch.device, str],
-    ) -> Int[Tensor, "batch_size 3"]:
-        visible = mask.reshape(num_images, image_height, image_width, -1)[..., 0].bool().to(device)
-        extent = torch.tensor([num_images, image_height, image_width], device=device)
-        indices = (torch.rand((num_samples, 3), device=device) * extent).long()
-        for _ in range(self.config.max_num_iterations):
-            rejected = ~visible[indices[:, 0], indices[:, 1], indices[:, 2]]
-            count = int(rejected.sum())
-            if count == 0:
-                return indices
-            indices[rejected] = (torch.rand((count, 3), device=device) * extent).long()
-        candidates = torch.nonzero(visible)
-        if candidates.shape[0] == 0:
-            raise NIDInputError(
-                "every training pixel is masked out; check the masks (nonzero = train on the pixel) or --occlusion"
-            )
-        return candidates[torch.randint(candidates.shape[0], (num_samples,), device=device)]
-
-
-@dataclass
-class MaskedPixelSamplerConfig(PixelSamplerConfig):
-    """Config of :class:`MaskedPixelSampler` (uniform sampling, mask aware for one or many images)."""
-
-    _target: Type = field(default_factory=lambda: MaskedPixelSampler)
+from nid_nerf.sampling.masked_sampler import MaskedPixelSampler, MaskedPixelSamplerConfig
+from nid_nerf.sampling.previews import residual_previews
+from nid_nerf.sampling.residual_map import UNVISITED, ResidualMap
+from nid_nerf.sampling.schedules import ScheduleKind, ratio_schedule, refresh_interval
 
 
 @dataclass
@@ -301,7 +115,9 @@ class ResidualPixelSampler(MaskedPixelSampler):
         if config.pool_factor < 1.0:
             raise NIDInputError(f"pixel-sampler.pool-factor is {config.pool_factor}; use a value >= 1 (e.g. 4)")
         if config.ratio_target == "keep" and config.rule != "topk":
-            raise NIDInputError("pixel-sampler.ratio-target keep sets the topk pool; use --pipeline.datamanager.pixel-sampler.rule topk")
+            raise NIDInputError(
+                "pixel-sampler.ratio-target keep sets the topk pool; use --pipeline.datamanager.pixel-sampler.rule topk"
+            )
         if config.alpha < 0 or config.weight_alpha < 0:
             raise NIDInputError("pixel-sampler.alpha and weight-alpha must be >= 0; e.g. 1.0")
         self.step = 0
@@ -359,13 +175,14 @@ class ResidualPixelSampler(MaskedPixelSampler):
 
     def split(self, num_rays: int, step: Optional[int] = None) -> Tuple[int, int]:
         """(residual picks, uniform picks) of a batch; the uniform part is never below the floor."""
-        num_uniform = max(math.ceil(self.config.uniform_floor * num_rays), num_rays - round(self.share(step) * num_rays))
+        floor = math.ceil(self.config.uniform_floor * num_rays)
+        num_uniform = max(floor, num_rays - round(self.share(step) * num_rays))
         num_uniform = min(num_uniform, num_rays)
         return num_rays - num_uniform, num_uniform
 
     # -- observe --------------------------------------------------------------------------------
 
-    def observe(self, indices: Int[Tensor, "n 3"], residuals: Float[Tensor, "n"]) -> int:
+    def observe(self, indices: Int[Tensor, "n 3"], residuals: Float[Tensor, " n"]) -> int:
         """Update the map with the per-ray residuals of the rays just trained (absolute indices)."""
         if self.residual_map is None:
             return 0
@@ -436,7 +253,10 @@ class ResidualPixelSampler(MaskedPixelSampler):
     def _ensure_map(self, image_batch: Dict) -> ResidualMap:
         if self.residual_map is None:
             images = image_batch["image"]
-            sizes = [tuple(im.shape[:2]) for im in images] if isinstance(images, list) else [tuple(images.shape[1:3])] * images.shape[0]
+            if isinstance(images, list):
+                sizes = [tuple(im.shape[:2]) for im in images]
+            else:
+                sizes = [tuple(images.shape[1:3])] * images.shape[0]
             order = torch.argsort(image_batch["image_idx"].cpu())
             self.residual_map = self._new_map([sizes[int(i)] for i in order])
         return self.residual_map
@@ -471,14 +291,14 @@ class ResidualPixelSampler(MaskedPixelSampler):
         self._queue_stats = (mean_w, threshold, pool_size / max(num_picks, 1))
         self.counts["refresh"] += 1
 
-    def _power_weights(self, r: Float[Tensor, "n"]) -> Float[Tensor, "n"]:
+    def _power_weights(self, r: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
         """r**alpha; never-visited pixels count as max(unvisited_residual, largest residual of the pool)."""
         finite = torch.isfinite(r)
         top = float(r[finite].max()) if bool(finite.any()) else 0.0
         r = torch.where(finite, r, torch.full_like(r, max(top, self.config.unvisited_residual, 1e-6)))
         return r.clamp_min(0.0).pow(self.config.alpha)
 
-    def _ray_weights(self, r: Float[Tensor, "n"], ratio: float) -> Float[Tensor, "n"]:
+    def _ray_weights(self, r: Float[Tensor, " n"], ratio: float) -> Float[Tensor, " n"]:
         """(1 / (P q))**weight_alpha normalised to mean 1, q = the ray's probability under the mixture."""
         mean_w, threshold, factor = self._queue_stats
         if self.config.rule == "topk":
@@ -492,7 +312,9 @@ class ResidualPixelSampler(MaskedPixelSampler):
 
     def _same_images(self, image_idx: Tensor) -> bool:
         key = self._queue_key
-        return key is not None and (key is image_idx or (key.shape == image_idx.shape and bool(torch.equal(key, image_idx))))
+        if key is None:
+            return False
+        return key is image_idx or (key.shape == image_idx.shape and bool(torch.equal(key, image_idx)))
 
     def sample(self, image_batch: Dict):
         """Sample a pixel batch: residual picks then uniform picks, collated like the base class."""
@@ -538,6 +360,7 @@ class ResidualPixelSampler(MaskedPixelSampler):
     """Images the tensorboard previews show (e.g. a rank's own shard); None: the first ones."""
 
     def preview_image_indices(self) -> List[int]:
+        """The training images the previews show: ``preview_indices``, else the first ``preview_images``."""
         if self.residual_map is None:
             return []
         if self.preview_indices is not None:
@@ -545,58 +368,7 @@ class ResidualPixelSampler(MaskedPixelSampler):
         return list(range(min(self.config.preview_images, self.residual_map.num_images)))
 
     def residual_images(self, max_side: int = 256) -> Dict[str, Float[Tensor, "H W 3"]]:
-        """Tensorboard previews of the first ``preview_images`` training images, side by side.
-
-        Each tile is the image at (about) pixel resolution, at most ``max_side`` pixels a side.
-        ``residual_map``: turbo colour map scaled to the largest visited residual; magenta = never visited.
-        ``chosen_pixels``: the last ``history_steps`` batches; white = picked by residual, blue = uniform floor.
-        """
-        rmap = self.residual_map
-        if rmap is None:
+        """Tensorboard previews (:func:`~nid_nerf.sampling.previews.residual_previews`): map and last batches."""
+        if self.residual_map is None:
             return {}
-        ids = self.preview_image_indices()
-        maps = [rmap.image(i) for i in ids]
-        finite = torch.cat([m[torch.isfinite(m)] for m in maps])
-        vmax = float(finite.max()) if finite.numel() > 0 and float(finite.max()) > 0 else 1.0
-        residual_tiles, chosen_tiles = [], []
-        for i, m in zip(ids, maps):
-            h, w = int(rmap.heights[i]), int(rmap.widths[i])
-            d = max(1, math.ceil(max(h, w) / max_side))  # display pixel = d x d image pixels
-            ys = torch.div(torch.arange(0, h, d), rmap.stride, rounding_mode="floor")
-            xs = torch.div(torch.arange(0, w, d), rmap.stride, rounding_mode="floor")
-            residual_tiles.append(residual_to_rgb(m[ys][:, xs], vmax))
-            chosen = torch.zeros(ys.shape[0], xs.shape[0], 3)
-            for residual_first in (False, True):  # residual picks drawn last, on top
-                for absolute, flags in self.history:
-                    sel = (absolute[:, 0] == i) & (flags == residual_first)
-                    y = torch.div(absolute[sel, 1], d, rounding_mode="floor")
-                    x = torch.div(absolute[sel, 2], d, rounding_mode="floor")
-                    colour = torch.tensor([1.0, 1.0, 1.0]) if residual_first else torch.tensor([0.2, 0.4, 1.0])
-                    chosen[y, x] = colour
-            chosen_tiles.append(chosen)
-        return {"residual_map": tile_images(residual_tiles), "chosen_pixels": tile_images(chosen_tiles)}
-
-
-def residual_to_rgb(residual: Float[Tensor, "h w"], vmax: float) -> Float[Tensor, "h w 3"]:
-    """Turbo colour map of a residual image in [0, vmax]; never-visited (+inf) pixels are magenta."""
-    from nerfstudio.utils.colormaps import apply_float_colormap
-
-    visited = torch.isfinite(residual)
-    norm = torch.where(visited, residual / max(vmax, 1e-12), torch.zeros_like(residual)).clamp(0.0, 1.0)
-    rgb = apply_float_colormap(norm[..., None], colormap="turbo").float()
-    rgb[~visited] = torch.tensor([1.0, 0.0, 1.0])
-    return rgb
-
-
-def tile_images(tiles: Sequence[Float[Tensor, "h w 3"]], gap: int = 2) -> Float[Tensor, "H W 3"]:
-    """Put images side by side on a grey background (heights may differ)."""
-    if not tiles:
-        return torch.zeros((1, 1, 3))
-    height = max(t.shape[0] for t in tiles)
-    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
-    out = torch.full((height, width, 3), 0.5)
-    x = 0
-    for t in tiles:
-        out[: t.shape[0], x : x + t.shape[1]] = t
-        x += t.shape[1] + gap
-    return out
+        return residual_previews(self.residual_map, self.preview_image_indices(), self.history, max_side)
