@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -10,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from nid_nerf.benchmarks import dictionary_sweep as sweep
+from nid_nerf.benchmarks import fewview as bench
+from nid_nerf.benchmarks import inpainting
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("benchmark_fewview")
 
 
 def test_time_to_reach_interpolates_between_evaluations():
@@ -77,7 +69,6 @@ def test_fewview_demo_end_to_end(tmp_path):
 
 
 def test_sweep_grid_keeps_k_at_most_K_cheapest_first():
-    sweep = _load("benchmark_dictionary_sweep")
     assert sweep.grid([16, 64, 256], [4, 16, 64]) == [(16, 4), (16, 16), (64, 4), (64, 16), (64, 64), (256, 4),
                                                      (256, 16), (256, 64)]
 
@@ -85,7 +76,6 @@ def test_sweep_grid_keeps_k_at_most_K_cheapest_first():
 def test_masked_psnr_scores_only_the_masked_pixels():
     import numpy as np
 
-    inpainting = _load("benchmark_inpainting")
     target = np.zeros((4, 4, 3))
     prediction = target.copy()
     prediction[:2] = 0.1  # error 0.1 in the top half only

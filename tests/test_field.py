@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nid_nerf.fields.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
-from nid_nerf.fields.nid_field import NIDField
 from nid_nerf.fields.gate import CodeGate, load_balance_loss, top_k_gate
+from nid_nerf.fields.nid_field import NIDField
 from nid_nerf.model_components.rendering import composite_weights, laplace_density, ray_aabb, sample_pdf
 
 SPEC = HashGridSpec(num_levels=4, log2_table_size=10, features_per_level=2, base_resolution=4, max_resolution=32)
@@ -99,19 +99,6 @@ def test_field_sdf_gradient_matches_autograd():
     assert field.experts.tables.grad is not None and field.experts.tables.grad.abs().sum() > 0
 
 
-def test_field_cost_per_sample_does_not_depend_on_k():
-    """The lookup touches one mixed table: outputs for k=1 and k=16 have the same shapes and graph size."""
-    aabb = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
-    x = torch.rand(256, 3) * 2 - 1
-    sizes = []
-    for k in (1, 16):
-        field = NIDField(aabb, SPEC, num_experts=16, top_k=k, num_scenes=1, learn_codes=True)
-        field.gate.sparse.fill_(True)
-        sdf, _, _ = field.geometry_forward(x, with_grad=False)
-        sizes.append(sdf.shape)
-    assert sizes[0] == sizes[1]
-
-
 def test_top_k_gate_keeps_largest_magnitudes():
     code = torch.tensor([0.1, -2.0, 0.5, 1.5, -0.01])
     index, values = top_k_gate(code, 2)
@@ -184,8 +171,8 @@ def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
 
 
 def test_implementation_choice_without_tinycudann(monkeypatch):
-    from nid_nerf.fields import tcnn_backend
     from nid_nerf.errors import NIDInputError
+    from nid_nerf.fields import tcnn_backend
 
     monkeypatch.setattr(tcnn_backend, "tcnn_available", lambda: False)
     assert tcnn_backend.resolve_implementation("auto") == "torch"

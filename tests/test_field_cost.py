@@ -1,28 +1,25 @@
-"""scripts/benchmark_field_cost.py on a tiny hash grid: the field it times is the model's, and the report is whole."""
+"""The field-cost benchmark (nid_nerf.benchmarks.field_cost) on a tiny hash grid: the field it times is the
+model's, the per-sample work does not grow with k, and the report is whole."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO = Path(__file__).resolve().parents[1]
+from nid_nerf.benchmarks import field_cost
+from nid_nerf.fields.encoding import corner_lookup, interpolate
+
 TINY = {"num_levels": 2, "log2_table_size": 8}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_field_cost", REPO / "scripts" / "benchmark_field_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_field_cost"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
     torch.set_num_threads(1)
-    return module
+    return field_cost
 
 
 def test_dict_step_trains_only_the_selected_experts(bench):
@@ -75,6 +72,74 @@ def test_dense_solve_gate_gives_every_code_entry_a_gradient(bench, tmp_path):
     assert (model.field.gate.codes.grad.abs() > 0).sum() == 4
 
 
+class Work(TorchDispatchMode):
+    """Counts, for every torch op run inside the block (forward and backward), the elements it outputs, and apart
+    from them the elements gathered from tables (index_select and friends): a deterministic measure of work."""
+
+    GATHERS = (torch.ops.aten.index_select, torch.ops.aten.index, torch.ops.aten.gather, torch.ops.aten.embedding)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = self.gathered = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        count = sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else [out])
+                    if isinstance(t, torch.Tensor))
+        self.elements += count
+        if func.overloadpacket in self.GATHERS:
+            self.gathered += count
+        return out
+
+
+def per_sample(work, small: int, large: int) -> tuple:
+    """(elements, gathered) per extra sample between a step of `small` and one of `large` samples: what a
+    per-step cost such as the mixing (the same at both sizes) leaves out."""
+    a, b = work(small), work(large)
+    return ((b.elements - a.elements) / (large - small), (b.gathered - a.gathered) / (large - small))
+
+
+def test_field_cost_per_sample_does_not_depend_on_k(bench):
+    """Per sample, a training step does the same work for k = 1 and k = 16 (one lookup into the mixed table);
+    the per-expert form, k lookups per sample mixed afterwards, would gather k times as much."""
+    model = bench.dict_model(num_experts=16, top_k=16, num_scenes=3, grid=TINY, seed=1)
+    field_ = model.field
+    batches = {4 * rays: bench.make_batch(model, rays=rays, samples=4, num_scenes=3, seed=1) for rays in (32, 96)}
+    assert len({tuple(sorted(set(b.scene.tolist()))) for b in batches.values()}) == 1  # the same scenes mixed
+
+    def step(samples: int) -> Work:
+        with Work() as work:
+            bench.field_step(model, batches[samples])
+        bench.clear_grads(model)
+        return work
+
+    def lookups(per_expert: bool):
+        def run(n: int) -> Work:
+            x = torch.rand(n, 3, generator=torch.Generator().manual_seed(n)) * 2 - 1
+            with Work() as work, torch.no_grad():
+                if not per_expert:
+                    field_.lookup(x, 0)
+                    return work
+                idx, weights = corner_lookup((x + 1) / 2, field_.spec)
+                index, gate = field_.gate(0)
+                sum(g * interpolate(field_.experts.expert(int(i)), idx, weights)[0] for i, g in zip(index, gate))
+            return work
+
+        return run
+
+    steps, mixed, experts = {}, {}, {}
+    for k in (1, 16):
+        bench.set_top_k(model, k)
+        steps[k] = per_sample(step, 32 * 4, 96 * 4)
+        mixed[k] = per_sample(lookups(per_expert=False), 64, 192)
+        experts[k] = per_sample(lookups(per_expert=True), 64, 192)
+    assert steps[1] == steps[16] and steps[1][1] > 0  # the whole step: forward, eikonal gradients and backward
+    assert mixed[1] == mixed[16]
+    per_lookup = field_.spec.num_levels * 8 * field_.spec.features_per_level  # 8 corners per level
+    assert mixed[16][1] == per_lookup
+    assert experts[1][1] == per_lookup and experts[16][1] == 16 * per_lookup
+
+
 def test_quick_run_writes_a_complete_report(bench, tmp_path):
     out = tmp_path / "fc.md"
     argv = ["--experts", "1", "16", "--top-k", "1", "16", "--sizes", "32x8", "16x8", "--scenes", "2", "--reps", "1",
@@ -107,8 +172,9 @@ def test_quick_run_writes_a_complete_report(bench, tmp_path):
 
 def test_allocator_both_measures_each_configuration_twice(bench, tmp_path):
     out = tmp_path / "alloc.md"
-    bench.main(["--cases", "solve", "--experts", "4", "--top-k", "1", "--sizes", "16x4", "--reps", "1", "--threads", "1",
-                "--log2-table-size", "8", "--num-levels", "2", "--allocator", "both", "--output", str(out)])
+    bench.main(["--cases", "solve", "--experts", "4", "--top-k", "1", "--sizes", "16x4", "--reps", "1",
+                "--threads", "1", "--log2-table-size", "8", "--num-levels", "2", "--allocator", "both",
+                "--output", str(out)])
     data = json.loads(out.with_suffix(".json").read_text())
     assert sorted(r["allocator"] for r in data["results"]) == ["glibc", "keep"]
     assert "solve K=4 k=1 [keep]" in out.read_text()

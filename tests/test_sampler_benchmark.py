@@ -1,23 +1,18 @@
-"""End-to-end smoke run of scripts/benchmark_sampler.py on a tiny rendered sphere (slow: trains nid-field)."""
+"""The sampler benchmark (nid_nerf.benchmarks.sampler_variants): variant parsing, time to target, and an
+end-to-end smoke run on a tiny rendered sphere (slow: trains nid-field)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from nid_nerf.benchmarks import sampler_variants
+from nid_nerf.errors import NIDInputError
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_sampler", REPO / "scripts" / "benchmark_sampler.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_sampler"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return sampler_variants
 
 
 def test_parse_variant_presets_and_overrides():
@@ -27,6 +22,8 @@ def test_parse_variant_presets_and_overrides():
     assert name == "unbiased"
     assert overrides == {"sampler": "residual", "rule": "power", "unbiased": True, "weight_alpha": 0.5, "map_stride": 4}
     assert bench.parse_variant("mine:rule=topk")[1] == {"sampler": "residual", "rule": "topk"}
+    with pytest.raises(NIDInputError, match="key=value"):
+        bench.parse_variant("mine:rule")
 
 
 def test_reach_interpolates_between_evaluations():

@@ -14,9 +14,15 @@ import yaml
 
 from nid_nerf.benchmarks.harness import Budget, EvalPoint, MethodResult, composite_rgb, psnr, run_method
 from nid_nerf.benchmarks.method_config import loadable_config, make_trainer_config, override_flags
+from nid_nerf.benchmarks.report import first_eval_after, markdown_report
+from nid_nerf.benchmarks.viewer_check import (
+    VISER_MAX_RADIUS,
+    VISER_SCALE,
+    VISER_START_RADIUS,
+    viewport_stats,
+    wheel_deltas,
+)
 from nid_nerf.engine.nerfstudio_patches import OfflineLPIPS, lpips_patched_out
-from nid_nerf.benchmarks.report import markdown_report, first_eval_after
-from nid_nerf.benchmarks.viewer_check import VISER_MAX_RADIUS, VISER_SCALE, VISER_START_RADIUS, viewport_stats, wheel_deltas
 from nid_nerf.errors import NIDInputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -60,6 +60,18 @@ def find_chromium(explicit: Optional[str] = None) -> str:
     )
 
 
+def stop_process_group(process: Optional[subprocess.Popen], first_signal: int, timeout: float = 10.0) -> None:
+    """Send ``first_signal`` to the process group of ``process`` (if still running); SIGKILL it after ``timeout`` s."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, first_signal)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class HeadlessChromium:
     """One headless Chromium with one page, driven over the DevTools protocol. Use as a context manager."""
 
@@ -72,10 +84,11 @@ class HeadlessChromium:
         self._socket = None
         self._next_id = 0
 
-    def __enter__(self) -> "HeadlessChromium":
+    def __enter__(self) -> HeadlessChromium:
         width, height = self.window_size
         self._process = subprocess.Popen(
-            [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", f"--window-size={width},{height}", "about:blank"],
+            [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", f"--window-size={width},{height}",
+             "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -100,13 +113,7 @@ class HeadlessChromium:
             except Exception:  # noqa: BLE001 - closing a browser that may already be gone
                 pass
             self._socket = None
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
+        stop_process_group(self._process, signal.SIGTERM)
         self._process = None
         shutil.rmtree(self._profile, ignore_errors=True)
 

@@ -1,10 +1,17 @@
-"""Train any nerfstudio method for a wall-clock or step budget, in this process, and time it.
+"""Train any nerfstudio method in this process, one timed iteration at a time: the one loop of every benchmark.
 
-The loop is `Trainer.train`'s own step without its side jobs: training callbacks before and
-after `trainer.train_iteration(step)` (data loading, forward, backward, optimizer and scheduler
-steps), each iteration timed with `time.perf_counter`. Every `eval_every_seconds` of training
-clock the model renders a fixed set of held-out images with `model.get_outputs_for_camera`, the
-call the viewer and `ns-eval` use; that time is kept off the training clock and gives the render
+A :class:`TrainRun` is ``ns-train``'s setup (seed, Trainer, pipeline, optimizers, callbacks), built
+inside :func:`~nid_nerf.engine.nerfstudio_patches.isolated_event_writers` so that many runs can live
+in one process. Its :meth:`TrainRun.step` is ``Trainer.train``'s own step without its side jobs:
+training callbacks before and after ``trainer.train_iteration(step)`` (data loading, forward,
+backward, optimizer and scheduler steps), timed with ``time.perf_counter``. :func:`train` steps one
+run, or several in turn (one iteration each, so that they share the same background load of a
+shared CPU), until a :class:`Stop` rule (steps and/or seconds of training clock) holds, calling
+per-step hooks after each iteration; every benchmark (speed, quality, few-view, dictionary sweep,
+inpainting, sampler) is this loop with its own hooks.
+
+Evaluation is off the training clock: the model renders a fixed set of held-out images with
+``model.get_outputs_for_camera``, the call the viewer and ``ns-eval`` use, which also gives the render
 speed in rays per second. PSNR is computed here, the same way for every method: on a white
 background. Eval images with an alpha channel are composited onto white, and models built on
 nerfstudio's RGBRenderer render onto white through nerfstudio's own background override (the one
@@ -13,13 +20,14 @@ the viewer's crop box uses); models with their own renderer must render eval ima
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,12 +36,11 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.model_components.renderers import background_color_override_context
-from nerfstudio.utils import writer
 from torch import Tensor
 from tqdm import tqdm
 
 from nid_nerf.benchmarks.method_config import loadable_config
-from nid_nerf.engine.nerfstudio_patches import lpips_patched_out
+from nid_nerf.engine.nerfstudio_patches import isolated_event_writers, lpips_patched_out
 
 
 @dataclass
@@ -120,7 +127,8 @@ def composite_rgb(image: Float[Tensor, "H W C"]) -> Float[Tensor, "H W 3"]:
     return image[..., :3]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators, as ``ns-train`` does before building a trainer."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -134,7 +142,8 @@ class EvalSet:
     images: list[Float[Tensor, "H W 3"]]
 
     @classmethod
-    def from_pipeline(cls, pipeline, count: int) -> "EvalSet":
+    def from_pipeline(cls, pipeline, count: int) -> EvalSet:
+        """`count` eval images evenly spaced over the eval split (all of them when it has fewer)."""
         dataset = pipeline.datamanager.eval_dataset
         if dataset is None or len(dataset) == 0:
             raise RuntimeError("the eval split is empty: the benchmark needs held-out images")
@@ -186,7 +195,7 @@ def native_eval(pipeline, step: int) -> dict:
 
 def setup_trainer(config: TrainerConfig) -> Trainer:
     """`ns-train`'s setup (seed, Trainer, pipeline, optimizers, callbacks) with LPIPS kept offline."""
-    _seed_everything(config.machine.seed)
+    seed_everything(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     with lpips_patched_out():
         trainer.setup()
@@ -213,9 +222,139 @@ def save_checkpoint(trainer: Trainer, step: int) -> Path:
     loadable_config(config).save_config()
     datamanager = trainer.pipeline.datamanager
     if hasattr(datamanager, "train_dataparser_outputs"):
-        datamanager.train_dataparser_outputs.save_dataparser_transform(config.get_base_dir() / "dataparser_transforms.json")
+        datamanager.train_dataparser_outputs.save_dataparser_transform(
+            config.get_base_dir() / "dataparser_transforms.json"
+        )
     trainer.save_checkpoint(step)
     return config.get_base_dir() / "config.yml"
+
+
+class TrainRun:
+    """One method's trainer, set up as ``ns-train`` does, trained one timed iteration at a time.
+
+    The trainer is built inside :func:`isolated_event_writers` (left again by :meth:`close`), so the
+    writers its setup adds stay with this run even while other runs live in the same process (the
+    sampler benchmark keeps three open at once). Use it as a context manager.
+    """
+
+    def __init__(self, config: TrainerConfig, *, eval_images: Optional[int] = None, name: Optional[str] = None):
+        """Set up `config`'s trainer; with `eval_images`, also fix the held-out images :meth:`evaluate` scores."""
+        self.name = name or config.method_name or "?"
+        self._exit = contextlib.ExitStack()
+        self._exit.enter_context(isolated_event_writers())
+        try:
+            self.trainer = setup_trainer(config)
+            self.pipeline = self.trainer.pipeline
+            self.eval_set = EvalSet.from_pipeline(self.pipeline, eval_images) if eval_images else None
+        except BaseException:
+            self._exit.close()
+            raise
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """No iterations done yet: the training clock at zero and no PSNR measured."""
+        self.iteration_seconds: list[float] = []
+        self.train_seconds = 0.0
+        """training clock: the sum of the iteration times, evaluation excluded"""
+        self.last_psnr = math.nan
+        """PSNR of the latest :meth:`evaluate` (for progress bars)"""
+
+    @property
+    def steps(self) -> int:
+        """Iterations done."""
+        return len(self.iteration_seconds)
+
+    def step(self) -> float:
+        """One ``Trainer.train`` iteration (callbacks included) at the next step, on the clock; returns its seconds."""
+        seconds = self.iterate(self.steps)
+        self.iteration_seconds.append(seconds)
+        self.train_seconds += seconds
+        return seconds
+
+    def iterate(self, step: int) -> float:
+        """The trainer's iteration `step` and its wall-clock seconds (:meth:`step` keeps the clock)."""
+        seconds = train_step(self.trainer, step)
+        self.trainer.step = step
+        return seconds
+
+    def evaluate(self) -> EvalPoint:
+        """Score the eval set now (off the training clock): mean PSNR and the median render rays/s."""
+        if self.eval_set is None:
+            raise RuntimeError(f"{self.name}: built without eval_images, so there is no eval set to score")
+        psnr_db, rays_per_second = evaluate(self.pipeline, self.eval_set)
+        self.last_psnr = psnr_db
+        return EvalPoint(self.steps, self.train_seconds, psnr_db, rays_per_second)
+
+    def close(self) -> None:
+        """Drop the event writers this run's setup added (and nerfstudio's buffered events)."""
+        self._exit.close()
+
+    def __enter__(self) -> TrainRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Stop:
+    """When training stops: after `steps` iterations, or once the training clock reaches `seconds` (either first)."""
+
+    steps: Optional[int] = None
+    seconds: Optional[float] = None
+
+    def reached(self, run: TrainRun) -> bool:
+        return (self.steps is not None and run.steps >= self.steps) or (
+            self.seconds is not None and run.train_seconds >= self.seconds
+        )
+
+
+Hook = Callable[[TrainRun], None]
+"""Called after each iteration of a run, with the run (``run.steps`` iterations done)."""
+
+
+def train(
+    runs: Union[TrainRun, Sequence[TrainRun]], stop: Stop, hooks: Sequence[Hook] = (), progress: Optional[str] = None
+) -> None:
+    """Train until `stop` holds for every run: each unfinished run does one iteration in turn, then the hooks see it.
+
+    Several runs share the process's global random generators, so the order (run A's iteration and
+    hooks, then run B's, then A's again) is part of what a benchmark's numbers depend on; it never changes.
+    `progress` is the label of a progress bar (none when None).
+    """
+    runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
+    by_steps = stop.steps is not None
+    total = stop.steps if by_steps else round(stop.seconds or 0)
+    bar = tqdm(total=total, unit="it" if by_steps else "s", desc=progress, disable=progress is None, leave=False,
+               dynamic_ncols=True)
+    try:
+        while active := [run for run in runs if not stop.reached(run)]:
+            for run in active:
+                run.step()
+                for hook in hooks:
+                    hook(run)
+            slowest = min(runs, key=lambda r: r.steps if by_steps else r.train_seconds)
+            bar.n = min(slowest.steps if by_steps else round(slowest.train_seconds), total)
+            bar.set_postfix_str(" ".join(f"{r.name}={r.last_psnr:.2f}" for r in runs if math.isfinite(r.last_psnr)))
+    finally:
+        bar.close()
+
+
+@dataclass
+class EveryTrainSeconds:
+    """Hook: evaluate each time the training clock passes a multiple of `seconds` (a long iteration skips marks)."""
+
+    seconds: float
+    points: list[EvalPoint] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.next_mark = self.seconds
+
+    def __call__(self, run: TrainRun) -> None:
+        if run.train_seconds >= self.next_mark:
+            self.points.append(run.evaluate())
+            while self.next_mark <= run.train_seconds:
+                self.next_mark += self.seconds
 
 
 def run_method(
@@ -235,40 +374,22 @@ def run_method(
         keep_checkpoint: save a checkpoint and config.yml under `config.output_dir` at the end.
         progress: show a progress bar over the training clock.
     """
-    writers_before = len(writer.EVENT_WRITERS)
-    trainer = setup_trainer(config)
-    pipeline = trainer.pipeline
-    eval_set = EvalSet.from_pipeline(pipeline, budget.num_eval_images)
-    result = MethodResult(
-        method=config.method_name or "?",
-        image_size=tuple(eval_set.images[0].shape[:2]),
-        num_train_images=len(pipeline.datamanager.train_dataset),
-        num_eval_images=len(pipeline.datamanager.eval_dataset),
-    )
-
-    next_eval = budget.eval_every_seconds
-    step = 0
-    bar = tqdm(total=round(budget.seconds), unit="s", desc=result.method, disable=not progress, leave=False)
-    try:
-        while result.train_seconds < budget.seconds and (budget.max_steps is None or step < budget.max_steps):
-            result.iteration_seconds.append(train_step(trainer, step))
-            trainer.step = step
-            step += 1
-            bar.n = min(round(result.train_seconds), bar.total)
-            bar.set_postfix(it=step, s_per_it=f"{result.median_iteration_seconds:.3f}")
-            if result.train_seconds >= next_eval:
-                result.evals.append(EvalPoint(step, result.train_seconds, *evaluate(pipeline, eval_set)))
-                bar.set_postfix(it=step, psnr=f"{result.evals[-1].psnr:.2f}")
-                while next_eval <= result.train_seconds:
-                    next_eval += budget.eval_every_seconds
-        if not result.evals or result.evals[-1].step != step:
-            result.evals.append(EvalPoint(step, result.train_seconds, *evaluate(pipeline, eval_set)))
+    with TrainRun(config, eval_images=budget.num_eval_images) as run:
+        pipeline = run.pipeline
+        result = MethodResult(
+            method=run.name,
+            image_size=tuple(run.eval_set.images[0].shape[:2]),
+            num_train_images=len(pipeline.datamanager.train_dataset),
+            num_eval_images=len(pipeline.datamanager.eval_dataset),
+        )
+        marks = EveryTrainSeconds(budget.eval_every_seconds, result.evals)
+        stop = Stop(steps=budget.max_steps, seconds=budget.seconds)
+        train(run, stop, [marks], progress=result.method if progress else None)
+        result.iteration_seconds = run.iteration_seconds
+        if not result.evals or result.evals[-1].step != run.steps:
+            result.evals.append(run.evaluate())
         if check_native_eval:
-            result.native_eval = native_eval(pipeline, step)
+            result.native_eval = native_eval(pipeline, run.steps)
         if keep_checkpoint:
-            result.config_path = save_checkpoint(trainer, max(step - 1, 0))
-    finally:
-        bar.close()
-        del writer.EVENT_WRITERS[writers_before:]
-        writer.EVENT_STORAGE.clear()
+            result.config_path = save_checkpoint(run.trainer, max(run.steps - 1, 0))
     return result

@@ -75,7 +75,9 @@ def apply_overrides(config: TrainerConfig, overrides: dict[str, Any]) -> Trainer
         for parent in parents:
             target = getattr(target, parent)
         if not hasattr(target, name):
-            raise NIDInputError(f"{config.method_name} has no config option '{path}'; check `ns-train {config.method_name} --help`")
+            raise NIDInputError(
+                f"{config.method_name} has no config option '{path}'; check `ns-train {config.method_name} --help`"
+            )
         setattr(target, name, value)
     return config
 

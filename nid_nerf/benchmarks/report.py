@@ -1,4 +1,6 @@
-"""Speed-benchmark report: a markdown table, a PSNR-vs-wall-clock figure and the raw numbers as JSON."""
+"""Report code shared by the benchmarks (command lines, number formats, machine lines, figures, notes kept on
+rewrite), and the speed benchmark's report: a markdown table, a PSNR-vs-wall-clock figure and the raw numbers as
+JSON."""
 
 from __future__ import annotations
 
@@ -7,12 +9,68 @@ import json
 import math
 import os
 import platform
-import tempfile
+import shlex
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
 
 from nid_nerf.benchmarks.harness import MethodResult
-from nid_nerf.io import save_figure
+from nid_nerf.io import save_figure, write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout the benchmarks' default inputs and outputs (docs/, outputs/, data/) are relative to."""
+
+
+def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
+    """``python scripts/SCRIPT ARGS`` as the user typed it (``sys.argv`` when `argv` is None), for the report."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return f"python scripts/{script} {shlex.join(args)}".rstrip()
+
+
+def fmt(value: Optional[float], spec: str, suffix: str = "", missing: str = "n/a") -> str:
+    """`value` formatted with `spec` (and `suffix`), or `missing` for None and NaN/inf."""
+    if value is None or not math.isfinite(value):
+        return missing
+    return f"{format(value, spec)}{suffix}"
+
+
+def finite_mean(values: Iterable[Optional[float]]) -> float:
+    """Mean of the finite values (None and NaN skipped); NaN when there are none."""
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else math.nan
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (benchmarks run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def torch_line() -> str:
+    """``- machine: ...`` line of the solve benchmarks (dictionary sweep, inpainting)."""
+    import torch
+
+    return f"- machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+
+
+NOTES_BEGIN = "<!-- notes: kept when the benchmark rewrites this file -->"
+
+
+def write_markdown_keeping_notes(path: Path, text: str) -> None:
+    """Write `text` to `path`; a hand-written section after :data:`NOTES_BEGIN` in the old file is kept."""
+    notes = ""
+    if Path(path).is_file():
+        old = Path(path).read_text()
+        if NOTES_BEGIN in old:
+            notes = old[old.index(NOTES_BEGIN):]
+    write_text(path, text + "\n" + (notes or NOTES_BEGIN + "\n"))
+
 
 RENDER_TARGET = 20_000.0
 """rays/s issue #2 asks of get_outputs_for_camera"""
@@ -46,10 +104,6 @@ def first_eval_after(result: MethodResult, seconds: float):
 def eval_marks(eval_every: float, seconds: float) -> list[float]:
     count = max(1, int(math.floor(seconds / eval_every + 1e-9)))
     return [eval_every * (i + 1) for i in range(count)]
-
-
-def _fmt(value: float, spec: str) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def markdown_report(
@@ -112,9 +166,9 @@ def markdown_report(
         load = loads.get(result.method, (math.nan, math.nan))
         lines.append(
             f"| {result.method} | `{flags.get(result.method, '')}` | {result.steps} | "
-            f"{_fmt(result.median_iteration_seconds, '.3f')} | {_fmt(mean, '.3f')} | "
+            f"{fmt(result.median_iteration_seconds, '.3f')} | {fmt(mean, '.3f')} | "
             + " | ".join(at_marks)
-            + f" | {_fmt(result.final_psnr, '.2f')} | {_fmt(result.render_rays_per_second, ',.0f')} | {native_text} | "
+            + f" | {fmt(result.final_psnr, '.2f')} | {fmt(result.render_rays_per_second, ',.0f')} | {native_text} | "
             f"{load[0]:.1f}, {load[1]:.1f} |"
         )
     lines.append("")
@@ -167,11 +221,7 @@ def markdown_report(
 
 def plot_psnr(results: Sequence[MethodResult], path: Path) -> None:
     """PSNR against training wall-clock (left) and against iterations (right), one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(10, 4))
     for result in results:
         seconds = [p.train_seconds for p in result.evals]

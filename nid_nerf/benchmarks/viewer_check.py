@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import signal
@@ -31,9 +30,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
-from nid_nerf.benchmarks.chromium import HeadlessChromium
+from nid_nerf.benchmarks.chromium import HeadlessChromium, stop_process_group
 from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_image
 
@@ -72,7 +70,8 @@ def ns_viewer_command(config_path: Path, port: int, show_train_cams: bool = Fals
     config_path = Path(config_path)
     if not config_path.is_file():
         raise NIDInputError(f"config '{config_path}' does not exist; pass the config.yml that ns-train wrote")
-    return list(base or [ns_script("ns-viewer")]) + ["--load-config", str(config_path)] + viewer_flags(port, show_train_cams)
+    return (list(base or [ns_script("ns-viewer")]) + ["--load-config", str(config_path)]
+            + viewer_flags(port, show_train_cams))
 
 
 def ns_train_command(method: str, data: Path, port: int, output_dir: Path, show_train_cams: bool = False,
@@ -96,7 +95,7 @@ class ViewerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="nid-viewer-", suffix=".log")[1])
         self._process: Optional[subprocess.Popen] = None
 
-    def __enter__(self) -> "ViewerProcess":
+    def __enter__(self) -> ViewerProcess:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
@@ -123,13 +122,7 @@ class ViewerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGINT)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
+        stop_process_group(self._process, signal.SIGINT)  # SIGINT: nerfstudio shuts the viewer down cleanly
         self._process = None
 
 
@@ -266,7 +259,9 @@ def capture_viewer(
     start = time.monotonic()
     port = free_port()
     if config_path is None and train_data is None:
-        raise NIDInputError("nothing to show: pass --load-config CFG (a checkpoint) or --train-data DIR (a training job)")
+        raise NIDInputError(
+            "nothing to show: pass --load-config CFG (a checkpoint) or --train-data DIR (a training job)"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="nid-viewer-run-"))  # the training job's outputs
     try:
         if config_path is not None:
@@ -283,7 +278,8 @@ def capture_viewer(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _photograph(command, port, output, distance, window_size, max_res, timeout, chromium, progress, start) -> ViewerCapture:
+def _photograph(command, port, output, distance, window_size, max_res, timeout, chromium, progress,
+                start) -> ViewerCapture:
     """Steps 2-4 of the module docstring for the viewer that `command` serves on `port`."""
     frames: list[tuple[float, str, float]] = []
     with ViewerProcess(command, port) as viewer:
@@ -325,9 +321,11 @@ def _photograph(command, port, output, distance, window_size, max_res, timeout, 
                 left, top, width, height = (int(round(v)) for v in rect)
                 viewport = image[top : top + height, left : left + width]
                 stats = viewport_stats(viewport)
-                frames.append((round(time.monotonic() - opened, 1), f"{resolution[0]}x{resolution[1]}", round(stats.std, 2)))
+                frames.append((round(time.monotonic() - opened, 1), f"{resolution[0]}x{resolution[1]}",
+                               round(stats.std, 2)))
                 if progress:
-                    print(f"viewer: t={frames[-1][0]:6.1f}s render {frames[-1][1]:>9} viewport std {stats.std:6.2f}", flush=True)
+                    print(f"viewer: t={frames[-1][0]:6.1f}s render {frames[-1][1]:>9} "
+                          f"viewport std {stats.std:6.2f}", flush=True)
                 settled = previous is not None and np.array_equal(previous, viewport)
                 final = max(resolution) >= max_res
                 if (final and settled and time.monotonic() - moved > 2.0) or time.monotonic() - moved > timeout:

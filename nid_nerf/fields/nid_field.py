@@ -26,7 +26,7 @@ from nid_nerf.fields.encoding import ExpertTables, HashGridSpec, corner_lookup, 
 from nid_nerf.fields.gate import CodeGate
 from nid_nerf.fields.mlp import ColorHead, TangentMLP
 
-SceneIndex = Union[int, Int[Tensor, "N"], None]
+SceneIndex = Union[int, Int[Tensor, " N"], None]
 
 
 def positional_encoding(
@@ -140,13 +140,7 @@ class NIDField(nn.Module):
         lo, hi = self.aabb[0], self.aabb[1]
         extent = hi - lo
         x01 = (positions - lo) / extent
-        scenes, slots = self._scene_slots(positions.shape[0], scene_index, positions.device)
-        idx, weights = corner_lookup(x01, self.spec, with_grad=with_grad)
-        table = self.mixed_tables(scenes)
-        if slots is not None:
-            idx = idx + (slots * table.shape[1])[:, None, None]
-        table = table.reshape(-1, table.shape[-1])
-        z, dz = interpolate(table, idx, weights)
+        z, dz = self.lookup(positions, scene_index, with_grad=with_grad)
         xn = x01 * 2.0 - 1.0
         pe, dpe = positional_encoding(xn, self.pe_freqs)
         feats = torch.cat([z, pe], -1)
@@ -198,3 +192,24 @@ class NIDField(nn.Module):
         if scene_index is not None and not isinstance(scene_index, int):
             scene_index = scene_index.reshape(-1)
         return self.forward_rays(positions[:, None], directions, scene_index)["rgb"][:, 0]
+
+    def lookup(
+        self,
+        positions: Float[Tensor, "N 3"],
+        scene_index: SceneIndex = None,
+        with_grad: bool = False,
+        tables: Optional[Sequence[Float[Tensor, "LS F"]]] = None,
+    ) -> Tuple[Float[Tensor, "N LF"], Optional[Float[Tensor, "3 N LF"]]]:
+        """The hash-grid features at ``positions`` alone (no decoder), and with ``with_grad`` their d / d x01.
+
+        One trilinear lookup per sample into its scene's mixed table, whatever k and K (what the per-sample
+        cost claim is about). ``tables`` (one flat table per scene index) replaces the mixed tables, e.g. with
+        leaf copies to time the lookup without the mixing (``nid_nerf.benchmarks.field_cost``).
+        """
+        lo, hi = self.aabb[0], self.aabb[1]
+        scenes, slots = self._scene_slots(positions.shape[0], scene_index, positions.device)
+        idx, weights = corner_lookup((positions - lo) / (hi - lo), self.spec, with_grad=with_grad)
+        table = self.mixed_tables(scenes) if tables is None else torch.stack([tables[s] for s in scenes])
+        if slots is not None:
+            idx = idx + (slots * table.shape[1])[:, None, None]
+        return interpolate(table.reshape(-1, table.shape[-1]), idx, weights)

@@ -1,11 +1,12 @@
 """Mesh quality run (issue #6 "must show"): render a mesh into a scene, train nid-field from scratch with all views,
 export the mesh, score it against the ground truth and draw the figure.
 
-    python -m nid_nerf.mesh.quality --mesh ../shared/data/meshes/classic/spot.obj --work /tmp/spot_quality \\
+    python -m nid_nerf.benchmarks.mesh_quality --mesh ../shared/data/meshes/classic/spot.obj --work /tmp/spot_quality \\
         --figure docs/mesh_spot.png
 
 Writes ``<work>/quality.json`` (metrics, timings, the commands) and prints a markdown summary. Training is
-``ns-train nid-field`` run as a subprocess, exactly as a user runs it.
+``ns-train nid-field`` run as a subprocess, exactly as a user runs it (so it is not a
+:class:`~nid_nerf.benchmarks.harness.TrainRun`: what is measured here is the user's command line).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import List, Optional
 import tyro
 
 from nid_nerf.errors import NIDInputError
+from nid_nerf.io import write_text
 
 
 @dataclass
@@ -53,6 +55,7 @@ class QualityRun:
 
 
 def _run(cmd: List[str], cwd: Path, log: Path) -> float:
+    """Run one command with its output in ``log``; its wall-clock seconds."""
     start = time.perf_counter()
     with open(log, "w") as out:
         code = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -62,10 +65,11 @@ def _run(cmd: List[str], cwd: Path, log: Path) -> float:
 
 
 def run_quality(args: QualityRun) -> dict:
-    from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob, render_collection
+    """Render the mesh (once), train (unless its last checkpoint exists), export, score, draw; the quality.json dict."""
     from nid_nerf.cli.eval_mesh import EvalMesh, evaluate
     from nid_nerf.cli.export_mesh import ExportMesh, export_mesh
     from nid_nerf.mesh.render import RenderMeshes
+    from nid_nerf.synthetic.collection_renderer import RenderSettings, SceneJob, render_collection
 
     mesh_path = Path(args.mesh).expanduser().resolve()
     if not mesh_path.is_file():
@@ -113,7 +117,7 @@ def run_quality(args: QualityRun) -> dict:
         "mesh_resolution": args.mesh_resolution,
         "metrics": metrics,
     }
-    (work / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(work / "quality.json", json.dumps(result, indent=2) + "\n")
     print(
         f"| {name} | {args.views_train} views {args.image_resolution} px, {args.steps} steps | "
         f"{metrics['chamfer_l1']:.4f} | {metrics['f_score_1pct']:.3f} | {metrics['f_score_0.5pct']:.3f} | "
@@ -123,6 +127,7 @@ def run_quality(args: QualityRun) -> dict:
 
 
 def entrypoint() -> None:
+    """``python -m nid_nerf.benchmarks.mesh_quality``."""
     tyro.cli(QualityRun).main()
 
 
