@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import trimesh
+from render_helpers import FAST
 
+from nid_nerf.errors import NIDInputError
 from nid_nerf.synthetic.collection_renderer import family_jobs, render_collection
 from nid_nerf.synthetic.families import FAMILIES, make_member
 from nid_nerf.synthetic.verify import check_scene
-from nid_nerf.errors import NIDInputError
-from render_helpers import FAST
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

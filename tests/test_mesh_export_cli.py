@@ -15,8 +15,8 @@ import torch
 import trimesh
 import yaml
 
-from nid_nerf.errors import NIDInputError
 from nid_nerf.cli.export_mesh import ExportMesh, export_mesh
+from nid_nerf.errors import NIDInputError
 
 
 def _render_scene(root: Path) -> Path:
@@ -146,7 +146,9 @@ def test_moved_run_missing_data_and_data_override(nid_run, scene, tmp_path):
     (moved / "config.yml").write_text(yaml.dump(config))
     with pytest.raises(NIDInputError, match="training data .*gone does not exist.*--data"):
         export_mesh(ExportMesh(load_config=moved / "config.yml", output=tmp_path / "m.ply", resolution=24))
-    out = export_mesh(ExportMesh(load_config=moved / "config.yml", output=tmp_path / "m.ply", resolution=24, data=scene))
+    out = export_mesh(
+        ExportMesh(load_config=moved / "config.yml", output=tmp_path / "m.ply", resolution=24, data=scene)
+    )
     assert out.is_file()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from render_helpers import ASSETS, QUADRANTS, colored_box_ply, textured_grid
 
 from nid_nerf.synthetic.colored_mesh import sample_texture
 from nid_nerf.synthetic.mesh_loading import MeshRejected, load_mesh_file
 from nid_nerf.synthetic.normalize import normalize_mesh, up_axis_rotation
-from render_helpers import ASSETS, QUADRANTS, colored_box_ply, textured_grid
 
 
 @pytest.mark.parametrize("suffix", [".obj", ".glb"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from nid_nerf.errors import NIDInputError
 from nid_nerf.cli.eval_mesh import EvalMesh, evaluate
+from nid_nerf.errors import NIDInputError
 from nid_nerf.mesh.metrics import f_score, mesh_metrics
 
 N = 20_000

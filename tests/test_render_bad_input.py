@@ -10,12 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import trimesh
+from render_helpers import ASSETS, FAST, plain_stl
 
-from nid_nerf.synthetic import scene_writer
-from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
 from nid_nerf.cli.render_collection import main as render_main
 from nid_nerf.errors import NIDInputError
-from render_helpers import ASSETS, FAST, plain_stl
+from nid_nerf.synthetic import scene_writer
+from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
 
 
 def _run(meshes, out, settings=FAST):
@@ -41,7 +41,7 @@ def test_every_bad_item_is_skipped_and_listed(tmp_path, capsys):
     err = capsys.readouterr().err
     for item, why in [("empty_folder/", "empty folder"), ("README.txt", "not a mesh"), ("broken.obj", "broken"),
                       ("flat.ply", "degenerate"), ("colors.json", "not valid JSON")]:
-        line = next((l for l in err.splitlines() if l.strip().startswith(f"- {item}:")), None)
+        line = next((ln for ln in err.splitlines() if ln.strip().startswith(f"- {item}:")), None)
         assert line is not None and why in line, (item, err)
     collection = json.loads((tmp_path / "out" / "collection.json").read_text())
     assert collection["scenes"] == ["good"] and len(collection["skipped"]) == 5

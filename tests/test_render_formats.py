@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from render_helpers import ASSETS, FAST, colored_box_ply, cosine, masked_mean_color, plain_stl, write_textured
 
 from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
 from nid_nerf.synthetic.colors import palette_color
-from render_helpers import ASSETS, FAST, colored_box_ply, cosine, masked_mean_color, plain_stl, write_textured
 
 
 def _render(meshes, out, settings=FAST, workers=1):
@@ -39,7 +39,8 @@ def test_scene_folder_layout(tmp_path):
         assert rgba.shape == (32, 32, 4) and depth.dtype == np.uint16 and normals.shape == (32, 32, 3)
         assert np.array_equal(rgba[..., 3] > 0, mask > 0) and np.array_equal(depth > 0, mask > 0)
         assert 0 < (mask > 0).mean() < 1  # the object is in view and does not fill the frame
-    assert (scene / "gt_mesh.ply").is_file() and json.loads((tmp_path / "out" / "collection.json").read_text())["scenes"] == ["box"]
+    assert (scene / "gt_mesh.ply").is_file()
+    assert json.loads((tmp_path / "out" / "collection.json").read_text())["scenes"] == ["box"]
 
 
 def test_ply_vertex_colors(tmp_path):

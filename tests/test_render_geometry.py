@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from render_helpers import ASSETS, FAST, SHARED
 
 from nid_nerf.synthetic.cameras import Pinhole, fibonacci_sphere, look_at, orbit_views
 from nid_nerf.synthetic.collection_renderer import discover_mesh_jobs, render_collection
 from nid_nerf.synthetic.verify import check_scene
-from render_helpers import ASSETS, FAST, SHARED
 
 SETTINGS = replace(FAST, views_train=8, views_test=2, resolution=48)
 

@@ -11,7 +11,9 @@ from nid_nerf.dataparsers import SCENE_INDEX, NIDCollectionDataParserConfig
 
 BLOBS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "collections" / "blobs"
 
-pytestmark = pytest.mark.skipif(not (BLOBS / "collection.json").is_file(), reason="needs ../shared/data/collections/blobs")
+pytestmark = pytest.mark.skipif(
+    not (BLOBS / "collection.json").is_file(), reason="needs ../shared/data/collections/blobs"
+)
 
 
 def test_blob_collection_few_view():

@@ -22,8 +22,8 @@ import tyro
 from rich.console import Console
 
 from nid_nerf.errors import NIDInputError, install_excepthook
-from nid_nerf.mesh.extract import DEFAULT_CHUNK_POINTS, extract_mesh
 from nid_nerf.io import MESH_SUFFIXES, check_writable_file, write_mesh
+from nid_nerf.mesh.extract import DEFAULT_CHUNK_POINTS, extract_mesh
 
 CONSOLE = Console(stderr=True)
 

@@ -1,6 +1,7 @@
 """``nid-render-collection`` / ``scripts/render_collection.py``: meshes or a shape family -> posed scenes.
 
-    nid-render-collection --meshes DIR --output OUT [--views-train 50 --views-test 10 --resolution 64 --seed 0 --workers N]
+    nid-render-collection --meshes DIR --output OUT \
+        [--views-train 50 --views-test 10 --resolution 64 --seed 0 --workers N]
     nid-render-collection --family chairs --count 100 --output OUT
 """
 
@@ -11,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from nid_nerf.errors import NIDInputError, install_excepthook
 from nid_nerf.synthetic.collection_renderer import RenderSettings, discover_mesh_jobs, family_jobs, render_collection
 from nid_nerf.synthetic.raycast import Shading
-from nid_nerf.errors import NIDInputError, install_excepthook
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{stats['rendered']} scene(s) rendered, {stats['existing']} already present, "
         f"{len(stats['skipped'])} skipped -> {args.output}\n"
         f"{stats['views']} views in {stats['seconds']:.1f} s = {stats['views_per_second']:.1f} views/s "
-        f"({args.resolution}x{args.resolution}, {stats['workers']} worker(s); each view = RGBA + depth + normals + mask)\n"
+        f"({args.resolution}x{args.resolution}, {stats['workers']} worker(s); "
+        "each view = RGBA + depth + normals + mask)\n"
         f"rendering CPU time {stats['cpu_seconds']:.1f} s = {stats['views_per_cpu_second']:.1f} views per CPU-second "
         "(excludes process start-up; compare with the wall-clock rate when the machine is busy)"
     )

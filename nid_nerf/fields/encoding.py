@@ -126,11 +126,11 @@ class ExpertTables(nn.Module):
         shape = (num_experts, spec.num_levels, spec.table_size, spec.features_per_level)
         self.tables = nn.Parameter(torch.empty(shape).uniform_(-init_scale, init_scale))
 
-    def mix(self, expert_index: Int[Tensor, "k"], gate: Float[Tensor, "k"]) -> Float[Tensor, "LS F"]:
+    def mix(self, expert_index: Int[Tensor, " k"], gate: Float[Tensor, " k"]) -> Float[Tensor, "LS F"]:
         """sum_i g_i T_i over the selected experts, flattened to [L * S, F]. Cost O(k L S F), not O(N)."""
         return self.mix_many([(expert_index, gate)])[0]
 
-    def mix_many(self, gates: Sequence[Tuple[Int[Tensor, "k"], Float[Tensor, "k"]]]) -> Float[Tensor, "B LS F"]:
+    def mix_many(self, gates: Sequence[Tuple[Int[Tensor, " k"], Float[Tensor, " k"]]]) -> Float[Tensor, "B LS F"]:
         """One mixed table per (expert_index, gate) pair, as a single gather and one matrix product.
 
         The experts any pair uses are gathered once (one index_select, so its backward fills one

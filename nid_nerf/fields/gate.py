@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 
-def top_k_gate(code: Float[Tensor, "K"], k: int) -> Tuple[Int[Tensor, "k"], Float[Tensor, "k"]]:
+def top_k_gate(code: Float[Tensor, " K"], k: int) -> Tuple[Int[Tensor, " k"], Float[Tensor, " k"]]:
     """Indices and values of the k entries of ``code`` with the largest magnitude."""
     k = min(k, code.shape[0])
     index = code.detach().abs().topk(k).indices.sort().values
@@ -46,7 +46,7 @@ class CodeGate(nn.Module):
         num_experts: int,
         top_k: int,
         learnable: bool = True,
-        init: Optional[Float[Tensor, "K"]] = None,
+        init: Optional[Float[Tensor, " K"]] = None,
     ) -> None:
         super().__init__()
         self.top_k = min(top_k, num_experts)
@@ -64,7 +64,7 @@ class CodeGate(nn.Module):
     def num_experts(self) -> int:
         return self.codes.shape[1]
 
-    def forward(self, scene: int) -> Tuple[Int[Tensor, "k"], Float[Tensor, "k"]]:
+    def forward(self, scene: int) -> Tuple[Int[Tensor, " k"], Float[Tensor, " k"]]:
         code = self.codes[scene]
         if not bool(self.sparse):
             return torch.arange(code.shape[0], device=code.device), code
@@ -76,7 +76,7 @@ class CodeGate(nn.Module):
     def balance(self) -> Float[Tensor, ""]:
         return load_balance_loss(self.codes, self.top_k if bool(self.sparse) else self.num_experts)
 
-    def usage(self) -> Float[Tensor, "K"]:
+    def usage(self) -> Float[Tensor, " K"]:
         """Share of gate magnitude each expert receives over all scenes (sums to 1)."""
         with torch.no_grad():
             mags = torch.stack([torch.zeros(self.num_experts, device=self.codes.device).index_add_(0, i, g.abs())

@@ -21,7 +21,7 @@ Implementation = Literal["auto", "torch", "tcnn"]
 def tcnn_available() -> bool:
     try:
         import tinycudann  # noqa: F401
-    except (ImportError, OSError, EnvironmentError):
+    except (ImportError, OSError):
         return False
     return torch.cuda.is_available()
 
@@ -59,7 +59,9 @@ class TcnnColorHead(nn.Module):
             },
         )
 
-    def forward(self, sample_feats: Float[Tensor, "R S ds"], ray_feats: Float[Tensor, "R dr"]) -> Float[Tensor, "R S 3"]:
+    def forward(
+        self, sample_feats: Float[Tensor, "R S ds"], ray_feats: Float[Tensor, "R dr"]
+    ) -> Float[Tensor, "R S 3"]:
         r, s = sample_feats.shape[:2]
         x = torch.cat([sample_feats, ray_feats[:, None, :].expand(r, s, -1)], -1).reshape(r * s, -1)
         return self.net(x).float().view(r, s, -1)

@@ -238,9 +238,9 @@ def _band(
     """Narrow band on the product grid of ``axes_np`` (x, y, z sample coordinates, uniform but for the last step)."""
     nx, ny, nz = (len(a) for a in axes_np)
     lat = [block_lattice(n, block) for n in (nx, ny, nz)]
-    lat_axes = [a[l] for a, l in zip(axes_np, lat)]
+    lat_axes = [a[idx] for a, idx in zip(axes_np, lat)]
     # 1. Coarse lattice of block corners: recursively by narrow band while it is large, else every point.
-    if max(len(l) for l in lat) > min_lattice:
+    if max(len(idx) for idx in lat) > min_lattice:
         coarse = _band(sdf_fn, lat_axes, isovalue, block, lipschitz, chunk_points, device, bar, counts, min_lattice)
     else:
         coarse = _dense_on_axes(sdf_fn, lat_axes, chunk_points, device, bar)
@@ -263,13 +263,16 @@ def _band(
     )
     fine_masks: dict = {}
 
-    def plane_mask(bz: int) -> np.ndarray:
+    def plane_mask(bz: Union[int, np.integer]) -> np.ndarray:
         """[ny nx] samples of plane-row bz's refined blocks (closed ranges, so shared faces count)."""
         if bz not in fine_masks:
             r = refine[bz]
             fine_masks.clear()
             fine_masks[bz] = (
-                r[own_y_lo][:, own_x_lo] | r[own_y_lo][:, own_x_hi] | r[own_y_hi][:, own_x_lo] | r[own_y_hi][:, own_x_hi]
+                r[own_y_lo][:, own_x_lo]
+                | r[own_y_lo][:, own_x_hi]
+                | r[own_y_hi][:, own_x_lo]
+                | r[own_y_hi][:, own_x_hi]
             )
         return fine_masks[bz]
 

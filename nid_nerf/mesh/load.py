@@ -134,7 +134,9 @@ def load_sdf_pipeline(config_path: Path, data: Optional[Path] = None) -> Tuple[o
             config_path, test_mode="inference", update_config_callback=_apply_checks
         )
     except SystemExit:
-        raise NIDInputError(f"no checkpoint could be loaded for config {config_path}; check {checkpoint.parent}") from None
+        raise NIDInputError(
+            f"no checkpoint could be loaded for config {config_path}; check {checkpoint.parent}"
+        ) from None
     except RuntimeError as err:
         msg = str(err)
         if "state_dict" in msg or "size mismatch" in msg:

@@ -46,7 +46,9 @@ def load_mesh(path: Path, role: str = "mesh") -> trimesh.Trimesh:
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as err:  # trimesh raises many types for corrupt files
-        raise NIDInputError(f"{role} mesh {path} cannot be read ({type(err).__name__}: {err}); pass a valid mesh file") from None
+        raise NIDInputError(
+            f"{role} mesh {path} cannot be read ({type(err).__name__}: {err}); pass a valid mesh file"
+        ) from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or not mesh.area > 0:
         raise NIDInputError(f"{role} mesh {path} has no triangles with area; pass a triangle mesh, not a point cloud")
     return mesh
@@ -62,7 +64,7 @@ def sample_surface(
 
 def nearest(
     queries: Float[np.ndarray, "N 3"], targets: Float[np.ndarray, "M 3"]
-) -> Tuple[Float[np.ndarray, "N"], np.ndarray]:
+) -> Tuple[Float[np.ndarray, " N"], np.ndarray]:
     """Euclidean distance from each query to its nearest target, and that target's index."""
     dist, idx = cKDTree(targets).query(queries, k=1, workers=-1)
     return dist, idx

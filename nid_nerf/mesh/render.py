@@ -8,8 +8,6 @@ coordinates; meshes without colours are drawn light grey.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -17,7 +15,6 @@ from typing import Sequence, Tuple
 import numpy as np
 import open3d as o3d
 import trimesh
-from PIL import Image
 
 from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_image

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def usage_histogram(usage: Float[Tensor, "K"]) -> Float[Tensor, "H W 3"]:
+def usage_histogram(usage: Float[Tensor, " K"]) -> Float[Tensor, "H W 3"]:
     """Bar chart of the share of gate weight each expert receives, as an HxWx3 float image."""
     import matplotlib
 

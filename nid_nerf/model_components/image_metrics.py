@@ -7,9 +7,8 @@ from typing import Optional
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
-
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 _lpips = None

@@ -12,7 +12,7 @@ from torch import Tensor
 
 def ray_aabb(
     origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], aabb: Float[Tensor, "2 3"], near_min: float = 0.0
-) -> Tuple[Float[Tensor, "R"], Float[Tensor, "R"], Bool[Tensor, "R"]]:
+) -> Tuple[Float[Tensor, " R"], Float[Tensor, " R"], Bool[Tensor, " R"]]:
     """Entry and exit distances of rays through a box; ``hit`` is False for rays that miss it."""
     inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
     t0 = (aabb[0] - origins) * inv
@@ -24,7 +24,7 @@ def ray_aabb(
     return near, far, hit
 
 
-def laplace_density(sdf: Float[Tensor, "*bs"], beta: Float[Tensor, ""]) -> Float[Tensor, "*bs"]:
+def laplace_density(sdf: Float[Tensor, " *bs"], beta: Float[Tensor, ""]) -> Float[Tensor, " *bs"]:
     """VolSDF density sigma = (1/beta) * Psi_beta(-sdf), Psi the Laplace CDF with scale beta."""
     s = -sdf
     psi = torch.where(s <= 0, 0.5 * torch.exp(s.clamp(max=0) / beta), 1.0 - 0.5 * torch.exp(-s.clamp(min=0) / beta))
@@ -42,8 +42,8 @@ def composite_weights(
 
 
 def sample_pdf(
-    edges: Float[Tensor, "R B+1"],
-    weights: Float[Tensor, "R B"],
+    edges: Float[Tensor, "R E"],
+    weights: Float[Tensor, "R E-1"],
     num_samples: int,
     uniform_floor: float = 0.1,
     deterministic: bool = False,
@@ -75,7 +75,7 @@ def sample_pdf(
 
 def grid_lookup(
     grid: Float[Tensor, "G G G"], x01: Float[Tensor, "N 3"]
-) -> Float[Tensor, "N"]:
+) -> Float[Tensor, " N"]:
     """Trilinear lookup in a dense grid stored [z, y, x] over [0, 1]^3 (vertex-aligned)."""
     coords = (x01 * 2.0 - 1.0).view(1, 1, 1, -1, 3)
     out = F.grid_sample(grid[None, None], coords, mode="bilinear", padding_mode="border", align_corners=True)
@@ -83,8 +83,8 @@ def grid_lookup(
 
 
 def stratified_midpoints(
-    near: Float[Tensor, "R"], far: Float[Tensor, "R"], num: int, jitter: bool
-) -> Tuple[Float[Tensor, "R num+1"], Float[Tensor, "R num"]]:
+    near: Float[Tensor, " R"], far: Float[Tensor, " R"], num: int, jitter: bool
+) -> Tuple[Float[Tensor, "R E"], Float[Tensor, "R E-1"]]:
     """``num`` equal bins between near and far: their edges and (jittered) sample positions."""
     u = torch.linspace(0.0, 1.0, num + 1, device=near.device)
     edges = near[:, None] + (far - near)[:, None] * u
@@ -97,7 +97,7 @@ def stratified_midpoints(
 
 def render_weights_from_edges(
     sdf: Float[Tensor, "R S"], edges: Float[Tensor, "R S+1"], beta: Float[Tensor, ""],
-    hit: Optional[Bool[Tensor, "R"]] = None,
+    hit: Optional[Bool[Tensor, " R"]] = None,
 ) -> Float[Tensor, "R S"]:
     """Compositing weights for samples at the midpoints of ``edges``; rays that miss the box get 0."""
     w = composite_weights(laplace_density(sdf, beta), edges[:, 1:] - edges[:, :-1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from jaxtyping import Float
@@ -20,7 +21,7 @@ class Pinhole:
     cy: float
 
     @staticmethod
-    def from_fov(width: int, height: int, fov_deg: float) -> "Pinhole":
+    def from_fov(width: int, height: int, fov_deg: float) -> Pinhole:
         """Square pixels; ``fov_deg`` spans the smaller image side."""
         focal = 0.5 * min(width, height) / np.tan(0.5 * np.deg2rad(fov_deg))
         return Pinhole(width, height, float(focal), float(focal), width / 2.0, height / 2.0)
@@ -57,10 +58,11 @@ def uniform_sphere(n: int, rng: np.random.Generator) -> Float[np.ndarray, "n 3"]
 
 
 def look_at(
-    centres: Float[np.ndarray, "n 3"], target: Float[np.ndarray, "3"] = np.zeros(3)
+    centres: Float[np.ndarray, "n 3"], target: Optional[Float[np.ndarray, " 3"]] = None
 ) -> Float[np.ndarray, "n 4 4"]:
-    """Camera-to-world matrices (x right, y up, z back) looking from ``centres`` at ``target``, world z up."""
-    back = centres - target
+    """Camera-to-world matrices (x right, y up, z back) looking from ``centres`` at ``target`` (default: the
+    origin), world z up."""
+    back = centres - (np.zeros(3) if target is None else target)
     back = back / np.linalg.norm(back, axis=-1, keepdims=True)
     up_world = np.tile(np.array([0.0, 0.0, 1.0]), (len(centres), 1))
     near_pole = np.abs(back[:, 2]) > 0.999

@@ -16,6 +16,8 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from nid_nerf.errors import NIDInputError
+from nid_nerf.io import write_json
 from nid_nerf.synthetic.cameras import Pinhole, orbit_views
 from nid_nerf.synthetic.colored_mesh import ColoredMesh
 from nid_nerf.synthetic.colors import load_colors_file, palette_color
@@ -23,8 +25,6 @@ from nid_nerf.synthetic.mesh_loading import MESH_SUFFIXES, MeshRejected, load_me
 from nid_nerf.synthetic.normalize import UpAxis, normalize_mesh
 from nid_nerf.synthetic.raycast import Shading, raycast_views
 from nid_nerf.synthetic.scene_writer import TEMP_PREFIX, write_scene
-from nid_nerf.errors import NIDInputError
-from nid_nerf.io import write_json
 
 COLORS_FILE = "colors.json"
 COLLECTION_FILE = "collection.json"
@@ -283,7 +283,9 @@ def render_collection(
 
     results: List[SceneResult] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="scene", desc="rendering", disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=len(jobs), unit="scene", desc="rendering", disable=not progress, dynamic_ncols=True, mininterval=1.0
+    )
     views_done = 0
     try:
         if workers == 1:

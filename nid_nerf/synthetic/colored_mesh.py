@@ -20,9 +20,9 @@ class MeshPart:
     vertex_colors: Optional[Float[np.ndarray, "V 3"]] = None
     uv: Optional[Float[np.ndarray, "V 2"]] = None
     texture: Optional[Float[np.ndarray, "H W 3"]] = None
-    texture_factor: Float[np.ndarray, "3"] = field(default_factory=lambda: np.ones(3))
+    texture_factor: Float[np.ndarray, " 3"] = field(default_factory=lambda: np.ones(3))
 
-    def albedo(self, face_ids: Int[np.ndarray, "N"], bary: Float[np.ndarray, "N 2"]) -> Float[np.ndarray, "N 3"]:
+    def albedo(self, face_ids: Int[np.ndarray, " N"], bary: Float[np.ndarray, "N 2"]) -> Float[np.ndarray, "N 3"]:
         """Albedo at hit points given by face index and barycentrics ``(u, v)``: p = (1-u-v) a + u b + v c."""
         weights = np.stack([1.0 - bary[:, 0] - bary[:, 1], bary[:, 0], bary[:, 1]], axis=-1)[..., None]
         corners = self.faces[face_ids]
@@ -35,7 +35,7 @@ class MeshPart:
             return self.face_colors[face_ids]
         return np.full((len(face_ids), 3), 0.6)
 
-    def mean_color(self) -> Float[np.ndarray, "3"]:
+    def mean_color(self) -> Float[np.ndarray, " 3"]:
         """Area-weighted mean albedo (used when a part must become uniform, e.g. after decimation)."""
         if len(self.faces) == 0:
             return np.full(3, 0.6)
@@ -76,12 +76,12 @@ class ColoredMesh:
             offset += len(part.vertices)
         return np.concatenate(vertices, 0), np.concatenate(faces, 0)
 
-    def transformed(self, rotation: Float[np.ndarray, "3 3"], scale: float, offset: Float[np.ndarray, "3"]):
+    def transformed(self, rotation: Float[np.ndarray, "3 3"], scale: float, offset: Float[np.ndarray, " 3"]):
         """x -> scale * rotation @ x + offset, applied to every part (a similarity keeps the face winding)."""
         parts = [replace(p, vertices=scale * p.vertices @ rotation.T + offset) for p in self.parts]
         return ColoredMesh(parts=parts, color_source=self.color_source)
 
-    def with_uniform_color(self, rgb: Float[np.ndarray, "3"], source: str) -> "ColoredMesh":
+    def with_uniform_color(self, rgb: Float[np.ndarray, " 3"], source: str) -> ColoredMesh:
         parts = [
             MeshPart(vertices=p.vertices, faces=p.faces, face_colors=np.tile(np.asarray(rgb, float), (len(p.faces), 1)))
             for p in self.parts
@@ -89,7 +89,7 @@ class ColoredMesh:
         return ColoredMesh(parts=parts, color_source=source)
 
 
-def triangle_areas(vertices: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]) -> Float[np.ndarray, "F"]:
+def triangle_areas(vertices: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]) -> Float[np.ndarray, " F"]:
     tri = vertices[faces]
     return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=-1)
 

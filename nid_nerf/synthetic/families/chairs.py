@@ -61,7 +61,9 @@ def build(p: Dict) -> ColoredMesh:
         slat = 0.5 * (w - 2 * post) / (n + 1)
         for k in range(n):
             cx = -w / 2 + post + (k + 1) * (w - 2 * post) / (n + 1)
-            solids.append((box([cx - slat / 2, y0 + 0.2 * bt, top - t / 2], [cx + slat / 2, y1 - 0.2 * bt, back_top - rail / 2]), seat))
+            lo, hi = [cx - slat / 2, y0 + 0.2 * bt, top - t / 2], [cx + slat / 2, y1 - 0.2 * bt, back_top - rail / 2]
+            slat_box = box(lo, hi)
+            solids.append((slat_box, seat))
 
     if p["arms"]:
         arm_z = top + 0.45 * p["back_height"]

@@ -55,7 +55,10 @@ def build(p: Dict) -> ColoredMesh:
     torus.apply_translation([r_mid, 0.0, 0.5 * h])
     zc = 0.5 * h
     half_height = major * p["handle_squash"] + minor
-    outside = box([r_mid - wall, -2 * minor, zc - half_height - 0.01], [r_mid + major + 2 * minor, 2 * minor, zc + half_height + 0.01])
+    outside = box(
+        [r_mid - wall, -2 * minor, zc - half_height - 0.01],
+        [r_mid + major + 2 * minor, 2 * minor, zc + half_height + 0.01],
+    )
     try:
         handle = trimesh.boolean.intersection([torus, outside], engine="manifold")
     except (ImportError, ValueError):  # no manifold3d: keep the faces of the torus outside the cup instead
