@@ -13,6 +13,14 @@ if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then
     echo "warning: libusb-1.0-0 missing; install it with: sudo apt-get install libusb-1.0-0"
   fi
 fi
+# ns-render writes its videos through ffmpeg (and ns-render refuses to start without it).
+if ! command -v ffmpeg >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    (apt-get update -qq && apt-get install -y -qq ffmpeg) >/dev/null 2>&1 || echo "warning: could not apt-get install ffmpeg (ns-render cannot write videos)"
+  else
+    echo "warning: ffmpeg missing (ns-render needs it); install it with: sudo apt-get install ffmpeg"
+  fi
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

@@ -11,20 +11,18 @@ import gc
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from cli_helpers import render_vases, run
 
 from nid_nerf.engine.distributed import shard_images
 from nid_nerf.engine.nerfstudio_patches import install_gloo_worker
 from nid_nerf.errors import NIDInputError
 
 torch.set_num_threads(1)
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -33,19 +31,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(args, **kwargs):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env,
-                          timeout=600, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("collection")
-    result = run(["nid-render-collection", "--family", "vases", "--count", "3", "--resolution", "32",
-                  "--views-train", "8", "--views-test", "2", "--output", out, "--quiet", "--workers", "1"])
-    assert result.returncode == 0, result.stderr
-    return out
+    return render_vases(tmp_path_factory.mktemp("collection"), count=3, views_train=8, views_test=2)
 
 
 # ------------------------------------------------------------------------------------------- sharding rule

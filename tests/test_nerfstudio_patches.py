@@ -405,3 +405,39 @@ def test_public_dataparser_entry_point_still_wraps_the_generate_hook():
     assert "self._generate_dataparser_outputs" in called_names(method(DataParser, "get_dataparser_outputs"))
     assert getattr(DataParser._generate_dataparser_outputs, "__isabstractmethod__", False)
 
+
+
+def test_unsupported_exporters_build_the_pipeline_before_their_assert_and_are_refused():
+    """refuse_unsupported_export runs inside eval_setup (NIDPipeline.__init__), called from these exporters' main
+    before the assert it pre-empts; the subcommand names in its message are ns-export's."""
+    from nerfstudio.scripts import exporter
+    from nerfstudio.utils import eval_utils
+
+    from nid_nerf.engine.pipeline import NIDPipeline
+    from nid_nerf.errors import NIDInputError
+
+    assert "config.pipeline.setup" in called_names(function(eval_utils, "eval_setup"))
+    init = method(NIDPipeline, "__init__")
+    assert called_names(init.body[0])[0] == "refuse_unsupported_export", "refused before any data is loaded"
+
+    preempted = {"ExportMarchingCubesMesh": "hasattr", "ExportGaussianSplat": "isinstance"}
+    subcommands = {}
+    for node in ast.walk(ast.parse(inspect.getsource(exporter))):
+        if isinstance(node, ast.Subscript) and dotted(node.value) == "Annotated":
+            cls, sub = node.slice.elts  # type: ignore[attr-defined]
+            subcommands[dotted(cls)] = sub.keywords[0].value.value
+    for name, (subcommand, _) in patches.UNSUPPORTED_EXPORTS.items():
+        assert subcommands[name] == subcommand
+        main = method(getattr(exporter, name), "main")
+        setup = next(n.lineno for n in calls(main) if dotted(n.func) == "eval_setup")
+        asserts = [n for n in ast.walk(main) if isinstance(n, ast.Assert)]
+        (check,) = [n for n in asserts if called_names(n.test) == [preempted[name]]]
+        assert setup < check.lineno
+
+    def main(self):  # noqa: ARG001 - `self` in the frame is what the patch looks for
+        patches.refuse_unsupported_export()
+
+    for name, (subcommand, _) in patches.UNSUPPORTED_EXPORTS.items():
+        with pytest.raises(NIDInputError, match=f"^ns-export {subcommand} .*nid-export-mesh --load-config c.yml"):
+            main(getattr(exporter, name)(load_config=Path("c.yml"), output_dir=Path("o")))
+    main(exporter.ExportPointCloud(load_config=Path("c.yml"), output_dir=Path("o")))  # passes through

@@ -4,43 +4,16 @@ Tiny scenes (32 px) and a few dozen steps, so the whole file runs in a few minut
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BIN = Path(sys.executable).parent
-FAST = [
-    "--vis", "tensorboard",
-    "--machine.device-type", "cpu",
-    "--viewer.quit-on-train-completion", "True",
-    "--pipeline.model.grid-resolution", "24",
-    "--pipeline.model.num-fine-samples", "16",
-    "--pipeline.model.eval-num-fine-samples", "12",
-    "--pipeline.model.log2-table-size", "12",
-    "--pipeline.datamanager.train-num-rays-per-batch", "256",
-    "--experiment-name", "e",
-    "--timestamp", "t",
-]
-
-
-def run(args, **kwargs):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env,
-                          timeout=900, **kwargs)
+from cli_helpers import FAST, render_vases, run
 
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
-    out = tmp_path_factory.mktemp("collection")
-    result = run(["nid-render-collection", "--family", "vases", "--count", "3", "--resolution", "32",
-                  "--views-train", "12", "--views-test", "3", "--output", out, "--quiet", "--workers", "1"])
-    assert result.returncode == 0, result.stderr
-    return out
+    return render_vases(tmp_path_factory.mktemp("collection"), count=3, views_train=12, views_test=3)
 
 
 @pytest.fixture(scope="module")

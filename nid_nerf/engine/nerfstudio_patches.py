@@ -14,7 +14,9 @@ Patches and restated internals (this module):
 - :func:`pixel_sampler_kwargs`: what ``VanillaDataManager._get_pixel_sampler`` passes to a pixel sampler config;
 - :func:`train_dataset_swapped`: nerfstudio's ``VanillaDataManager.setup_train`` on a shard of the training images;
 - :func:`isolated_event_writers`: nerfstudio's global event writers, per trainer (benchmarks);
-- :func:`lpips_patched_out`: torchmetrics' LPIPS class swapped for a stub (benchmarks of nerfstudio's models).
+- :func:`lpips_patched_out`: torchmetrics' LPIPS class swapped for a stub (benchmarks of nerfstudio's models);
+- :func:`refuse_unsupported_export`: ``ns-export marching-cubes`` / ``gaussian-splat`` stop with one line (read from
+  the call stack: nerfstudio's exporters call ``eval_setup`` from their ``main`` before their own asserts).
 
 Subclass hooks on nerfstudio's private or undocumented methods, tested alike (not patches; they live with
 their classes): ``NIDTrainer._after_train``, ``NIDDataManager._get_pixel_sampler``, ``NIDPipeline._model``
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 from nerfstudio.cameras.cameras import CameraType
@@ -245,3 +247,44 @@ def lpips_patched_out() -> Iterator[None]:
     finally:
         for module, attribute, original in saved:
             setattr(module, attribute, original)
+
+
+# ----------------------------------------------------------------------------------------------
+# ns-export subcommands that cannot work on a NID model
+# ----------------------------------------------------------------------------------------------
+
+UNSUPPORTED_EXPORTS: Dict[str, Tuple[str, str]] = {
+    "ExportMarchingCubesMesh": ("marching-cubes", "needs nerfstudio's own SDFField (and CUDA)"),
+    "ExportGaussianSplat": ("gaussian-splat", "only exports splatfacto models"),
+}
+"""``nerfstudio.scripts.exporter`` class name -> (its ns-export subcommand, why it cannot export a nid-nerf model)."""
+
+
+def refuse_unsupported_export() -> None:
+    """Raise a one-line NIDInputError when an ns-export subcommand that cannot work is loading this pipeline.
+
+    nerfstudio's ``ExportMarchingCubesMesh.main`` asserts ``hasattr(model.config, "sdf_field")`` and
+    ``ExportGaussianSplat.main`` asserts ``isinstance(model, SplatfactoModel)``, both after ``eval_setup`` has
+    built the pipeline, so a nid-nerf model would fail with an AssertionError traceback. nerfstudio has no hook
+    there: ``NIDPipeline.__init__`` (reached through ``eval_setup``) calls this, which looks up the call stack
+    for one of those exporters (``self`` in its ``main``) and stops before any data or checkpoint is loaded.
+    Every other caller (ns-train, ns-eval, ns-render, the other exporters) passes through.
+    """
+    exporter = sys.modules.get("nerfstudio.scripts.exporter")  # never imported here: only when ns-export runs
+    if exporter is None:
+        return
+    classes = tuple(getattr(exporter, name) for name in UNSUPPORTED_EXPORTS if hasattr(exporter, name))
+    frame = sys._getframe(1)
+    while frame is not None:
+        command = frame.f_locals.get("self")
+        if isinstance(command, classes):
+            from nid_nerf.errors import NIDInputError, install_excepthook
+
+            subcommand, reason = UNSUPPORTED_EXPORTS[type(command).__name__]
+            install_excepthook()
+            raise NIDInputError(
+                f"ns-export {subcommand} {reason} and cannot export a nid-nerf model; for a mesh use: "
+                f"nid-export-mesh --load-config {command.load_config} --output mesh.ply "
+                "(or ns-export poisson / tsdf / pointcloud)"
+            )
+        frame = frame.f_back

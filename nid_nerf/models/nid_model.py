@@ -510,6 +510,19 @@ class NIDModel(Model):
                 losses["load_balance_loss"] = cfg.load_balance_mult * self.field.gate.balance()
         return losses
 
+    def get_rgba_image(self, outputs: Dict[str, Tensor], output_name: str = "rgb") -> Tensor:
+        """Colour without the background, alpha = accumulation: for ``ns-render --rendered-output-names rgba``
+        and ``ns-export`` (point cloud, TSDF, Poisson and their textures).
+
+        nerfstudio's version reads ``self.renderer_rgb``, which this model has not; here the colour is the
+        premultiplied ``rgb_raw`` divided by the accumulation. Inference only: training never calls it.
+        """
+        if output_name not in ("rgb", "rgb_raw"):
+            raise NotImplementedError(f"get_rgba_image is only defined for rgb / rgb_raw, not {output_name!r}")
+        acc = outputs["accumulation"]
+        rgb = (outputs["rgb_raw"] / acc.clamp(min=1e-10)).clamp(0, 1)
+        return torch.cat((rgb, acc.clamp(0, 1)), dim=-1)
+
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
