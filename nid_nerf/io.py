@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 from nid_nerf.errors import NIDInputError
 
@@ -46,6 +48,60 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise NIDInputError(f"output {path} cannot be written ({err}); pass an output on a writable disk") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMP_FOLDER_PREFIX = ".tmp-"
+"""Name prefix of the temporary folders of :func:`atomic_folder`: ``.tmp-<pid>-<random>-<name>`` (the pid lets a
+later run tell a dead writer's leftovers from a live one's)."""
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    final: Path,
+    if_exists: Literal["error", "replace", "keep"] = "error",
+    complete: Optional[Callable[[Path], bool]] = None,
+) -> Iterator[Path]:
+    """A temporary sibling folder of ``final`` to fill; renamed to ``final`` when the block ends without error.
+
+    A folder cannot be replaced atomically, so a half-written scene or mask cache is never visible under its
+    final name, but what happens when ``final`` already exists is a policy:
+
+    - ``error``: raise FileExistsError (the new folder is discarded);
+    - ``replace``: the old folder is moved aside, the new one renamed in, the old one deleted;
+    - ``keep``: a concurrent writer got there first: keep its folder if ``complete(final)`` (default: always),
+      else replace it. A rename that fails because another writer just finished is no error either.
+
+    The temporary folder is removed in every case.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TEMP_FOLDER_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}"
+    tmp.mkdir()
+    is_complete = complete or (lambda folder: True)
+    try:
+        yield tmp
+        if final.exists():
+            if if_exists == "error":
+                raise FileExistsError(f"{final} exists")
+            if if_exists == "keep" and is_complete(final):
+                return
+            trash = final.parent / f"{TEMP_FOLDER_PREFIX}{os.getpid()}-old-{uuid.uuid4().hex[:8]}-{final.name}"
+            os.rename(final, trash)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                os.rename(trash, final)  # put the old folder back: nothing lost
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+            return
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (if_exists == "keep" and final.exists() and is_complete(final)):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, replace
@@ -41,6 +40,7 @@ from nid_nerf.dataparsers.occlusion import (
     write_mask_png,
 )
 from nid_nerf.errors import NIDInputError
+from nid_nerf.io import atomic_folder
 
 CACHE_FOLDER = ".nid_cache"
 MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -196,23 +196,14 @@ def _write_masks(
 def _cached(final: Path, names: Sequence[str], write) -> Path:
     """``final`` if it is complete; else write it into a temp folder next to it and rename that into place
     (another process that got there first wins; its content is the same)."""
-    if all((final / "masks" / n).is_file() for n in names):
+
+    def complete(folder: Path) -> bool:
+        return all((folder / "masks" / n).is_file() for n in names)
+
+    if complete(final):
         return final
-    tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}"
-    try:
+    with atomic_folder(final, if_exists="keep", complete=complete) as tmp:
         write(tmp)
-        if final.exists():  # incomplete leftover, or a concurrent writer finished first
-            if all((final / "masks" / n).is_file() for n in names):
-                return final
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not all((final / "masks" / n).is_file() for n in names):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -14,13 +11,14 @@ import trimesh
 from jaxtyping import Float
 from PIL import Image
 
+from nid_nerf.io import TEMP_FOLDER_PREFIX, atomic_folder
 from nid_nerf.synthetic.cameras import Pinhole
 from nid_nerf.synthetic.raycast import ViewRenders
 
 DEPTH_UNIT = 1e-3
 """Depth PNGs hold uint16 z-depth in units of 1/1000 scene units (nerfstudio's default ``depth_unit_scale_factor``)."""
 
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = TEMP_FOLDER_PREFIX
 
 
 def encode_depth(depth: Float[np.ndarray, "H W"]) -> np.ndarray:
@@ -59,8 +57,7 @@ def write_scene(
     an interrupted run never leaves a scene that looks complete."""
     output_dir = Path(output_dir)
     final = output_dir / name
-    tmp = output_dir / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
-    try:
+    with atomic_folder(final, if_exists="replace" if overwrite else "error") as tmp:
         for sub in ("images", "depths", "normals", "masks"):
             (tmp / sub).mkdir(parents=True)
         frames: List[Dict] = []
@@ -89,18 +86,6 @@ def write_scene(
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
         trimesh.Trimesh(gt_vertices, gt_faces, process=False).export(str(tmp / "gt_mesh.ply"))
         (tmp / "nid_scene.json").write_text(json.dumps(info, indent=1, sort_keys=True, default=_jsonable))
-        if final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{final} exists")
-            trash = output_dir / f"{TEMP_PREFIX}{os.getpid()}-old-{uuid.uuid4().hex[:8]}-{name}"
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
