@@ -176,7 +176,8 @@ def check_writable_folder(folder: Path, option: str = "--output-dir") -> Path:
             pass
     except OSError as err:
         raise NIDInputError(
-            f"cannot write to output folder {folder} ({err.strerror or err}); pass a writable {option} "
+            f"cannot write to output folder {folder} (files cannot be written there: {err.strerror or err}); "
+            f"pass a writable {option} "
             "(or fix its permissions)"
         ) from None
     return folder

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.io import write_json
+from nid_nerf.io import check_writable_folder, write_json
 from nid_nerf.synthetic.cameras import Pinhole, orbit_views
 from nid_nerf.synthetic.colored_mesh import ColoredMesh
 from nid_nerf.synthetic.colors import load_colors_file, palette_color
@@ -273,7 +273,7 @@ def render_collection(
         NIDInputError: no input is usable, or the output folder cannot be written.
     """
     output_dir = Path(output_dir)
-    _check_output_dir(output_dir)
+    check_writable_folder(output_dir, option="--output")
     clean_stale_temp_folders(output_dir)
     if not jobs:
         raise NIDInputError(_nothing_usable_message(skipped_inputs))
@@ -357,18 +357,6 @@ def _nothing_usable_message(skipped: Sequence[Tuple[str, str]]) -> str:
     listed = "; ".join(f"{item}: {reason}" for item, reason in list(skipped)[:5])
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
     return f"no usable mesh: {listed}{more}; fix or replace these files"
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f"{TEMP_PREFIX}{os.getpid()}-probe"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as err:
-        raise NIDInputError(
-            f"output folder {output_dir} cannot be written ({err.strerror}); pass an --output in a writable place"
-        ) from None
 
 
 def _settings_dict(settings: RenderSettings) -> Dict:
