@@ -78,6 +78,7 @@ class NIDField(nn.Module):
         pe_dim = 3 * (1 + 2 * pe_freqs)
         self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
         self._mix_cache: Optional[Dict[int, Tensor]] = None
+        self._compiled_core = None
         # per-scene refine table, added to the mixed table; set when solving a scene (was "residual" before 0.2)
         self.register_parameter("refine_table", None)
         if implementation == "tcnn":
@@ -137,10 +138,20 @@ class NIDField(nn.Module):
         self, positions: Float[Tensor, "N 3"], scene_index: SceneIndex = None, with_grad: bool = True
     ) -> Tuple[Float[Tensor, "N 1"], Float[Tensor, "N G"], Optional[Float[Tensor, "N 3"]]]:
         """SDF (world units), geometry features and, with ``with_grad``, d sdf / dx."""
+        scenes, slots = self._scene_slots(positions.shape[0], scene_index, positions.device)
+        core = self._compiled_core if self._compiled_core is not None else self._geometry_core
+        return core(self.mixed_tables(scenes), slots, positions, with_grad)
+
+    def _geometry_core(
+        self, table: Float[Tensor, "U LS F"], slots: Optional[Int[Tensor, " N"]], positions: Float[Tensor, "N 3"],
+        with_grad: bool,
+    ) -> Tuple[Float[Tensor, "N 1"], Float[Tensor, "N G"], Optional[Float[Tensor, "N 3"]]]:
+        """``geometry_forward`` given the mixed tables: elementwise work, gathers and small matmuls only (no
+        data-dependent shapes), so that ``torch.compile`` can fuse it (see :meth:`compile_core`)."""
         lo, hi = self.aabb[0], self.aabb[1]
         extent = hi - lo
         x01 = (positions - lo) / extent
-        z, dz = self.lookup(positions, scene_index, with_grad=with_grad)
+        z, dz = self._lookup_table(table, slots, x01, with_grad)
         xn = x01 * 2.0 - 1.0
         pe, dpe = positional_encoding(xn, self.pe_freqs)
         feats = torch.cat([z, pe], -1)
@@ -208,8 +219,22 @@ class NIDField(nn.Module):
         """
         lo, hi = self.aabb[0], self.aabb[1]
         scenes, slots = self._scene_slots(positions.shape[0], scene_index, positions.device)
-        idx, weights = corner_lookup((positions - lo) / (hi - lo), self.spec, with_grad=with_grad)
         table = self.mixed_tables(scenes) if tables is None else torch.stack([tables[s] for s in scenes])
+        return self._lookup_table(table, slots, (positions - lo) / (hi - lo), with_grad)
+
+    def _lookup_table(
+        self, table: Float[Tensor, "U LS F"], slots: Optional[Int[Tensor, " N"]], x01: Float[Tensor, "N 3"],
+        with_grad: bool,
+    ) -> Tuple[Float[Tensor, "N LF"], Optional[Float[Tensor, "3 N LF"]]]:
+        idx, weights = corner_lookup(x01, self.spec, with_grad=with_grad)
         if slots is not None:
             idx = idx + (slots * table.shape[1])[:, None, None]
         return interpolate(table.reshape(-1, table.shape[-1]), idx, weights)
+
+    def compile_core(self, enable: bool = True) -> None:
+        """Run :meth:`_geometry_core` through ``torch.compile`` (inductor; fused C++ on the CPU) from now on.
+
+        The first call of each kind (with / without the gradient, one scene / several) compiles, which
+        takes tens of seconds on 2 cores; shapes are dynamic, so later batch sizes reuse the code.
+        """
+        self._compiled_core = torch.compile(self._geometry_core, dynamic=True) if enable else None

@@ -38,6 +38,7 @@ from nid_nerf.model_components.rendering import (
     sample_pdf,
     stratified_midpoints,
 )
+from nid_nerf.model_components.surface import first_crossing, refine_crossing
 
 
 class TrainingTerms(NamedTuple):
@@ -124,6 +125,10 @@ class NIDModelConfig(ModelConfig):
     """Width of the hidden layers of the colour MLP (geometry features + spherical harmonics of the view -> RGB)."""
     color_num_layers: int = 2
     """Hidden layers of the colour MLP."""
+    compile_field: bool = False
+    """Run the field's lookup and geometry MLP through torch.compile (inductor: fused C++ on the CPU). The first
+    step of each kind compiles (about 30 s on 2 cores; later runs reuse inductor's on-disk cache). Measured in
+    docs/cpu_speed.md."""
     implementation: Literal["auto", "torch", "tcnn"] = "auto"
     """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
     sphere_radius: float = 0.5
@@ -137,6 +142,13 @@ class NIDModelConfig(ModelConfig):
     """Importance samples per ray at eval / viewer time."""
     eval_skip_threshold: float = 1e-3
     """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
+    eval_render: Literal["surface", "volume"] = "surface"
+    """Eval / viewer render. surface: rays whose first zero crossing the cached grid brackets (and the field
+    confirms) get a few SDF evaluations to find it and one shading there; the rest (silhouettes, rays the grid
+    misses) are volume-rendered as with volume, which renders every active ray with eval_num_fine_samples
+    samples of SDF and colour. Training always volume-renders. Measured in docs/render_speed.md."""
+    surface_refine_steps: int = 2
+    """surface: regula-falsi steps (one SDF evaluation per ray each) after the bracket check (two more)."""
     uniform_floor: float = 0.1
     """Share of the importance-sampling pdf spread uniformly along the ray."""
     grid_resolution: int = 48
@@ -196,12 +208,16 @@ class NIDModel(Model):
             sphere_radius=cfg.sphere_radius,
             implementation=resolve_implementation(cfg.implementation),
         )
+        if cfg.compile_field:
+            self.field.compile_core()
         self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
         if dictionary is not None:
             self._adopt_dictionary(dictionary)
         g = cfg.grid_resolution
         self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
         self._lpips_logged = False
+        self.last_render: Dict[str, Tensor] = {}
+        """eval_render=surface: which rays of the latest eval chunk were rendered as a surface, which by volume."""
 
     # ------------------------------------------------------------------ dictionary
     @property
@@ -344,12 +360,63 @@ class NIDModel(Model):
             "sdf_min": sdf_c.min(-1, keepdim=True).values,  # from the cached grid where the field is not queried
             "normals": origins.new_zeros(num_rays, 3),
         }
+        if self.config.eval_render == "surface" and bool(active.any()):
+            t_c = 0.5 * (edges_c[:, 1:] + edges_c[:, :-1])
+            found, t_a, t_b = first_crossing(sdf_c, t_c, pad=1)
+            surf = torch.nonzero(active & found)[:, 0]
+            sub, ok = {}, torch.zeros_like(surf, dtype=torch.bool)
+            if surf.numel() > 0:
+                sub, ok = self._render_surface(origins[surf], directions[surf], None if scene is None else scene[surf],
+                                               t_a[surf], t_b[surf])
+            done = surf[ok]
+            for key, value in sub.items():
+                outputs[key][done] = value
+            surface_rays = torch.zeros_like(active)
+            surface_rays[done] = True
+            self.last_render = {"surface_rays": surface_rays, "volume_rays": active & ~surface_rays}
+            active = active & ~surface_rays
         if bool(active.any()):
             sub = self._render(origins[active], directions[active], None if scene is None else scene[active],
                                edges_c[active], w_c[active], hit[active], far[active])
             for key, value in sub.items():
                 outputs[key][active] = value
         return outputs
+
+    def _render_surface(
+        self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], t_a: Tensor, t_b: Tensor
+    ) -> Tuple[Dict[str, Tensor], Tensor]:
+        """Rays rendered at their first zero crossing in [t_a, t_b]: outputs of the rays in ``ok`` (and ``ok``).
+
+        ``ok`` is False where the field's SDF does not change sign over the cached grid's bracket; the caller
+        volume-renders those rays. See ``nid_nerf.model_components.surface``.
+        """
+        n = origins.shape[0]
+
+        def sdf_at(o: Tensor, d: Tensor, s: Optional[Tensor], t: Tensor) -> Tensor:
+            return self.field.sdf(o + d * t[:, None], s)[:, 0]
+
+        both = sdf_at(origins.repeat(2, 1), directions.repeat(2, 1), None if scene is None else scene.repeat(2),
+                      torch.cat([t_a, t_b]))
+        f_a, f_b = both[:n], both[n:]
+        ok = (f_a > 0) & (f_b <= 0)
+        if not bool(ok.any()):
+            return {}, ok
+        o, d, s = origins[ok], directions[ok], None if scene is None else scene[ok]
+        t = refine_crossing(lambda tt: sdf_at(o, d, s, tt), t_a[ok], t_b[ok], f_a[ok], f_b[ok],
+                            self.config.surface_refine_steps)
+        sdf, feats, grad = self.field.geometry_forward(o + d * t[:, None], s, with_grad=True)
+        assert grad is not None
+        rgb = self.field.radiance(feats[:, None], d)[:, 0].clamp(0, 1)
+        ones = rgb.new_ones(rgb.shape[0], 1)
+        outputs = {
+            "rgb": rgb,
+            "rgb_raw": rgb,
+            "accumulation": ones,
+            "depth": t[:, None],
+            "sdf_min": torch.minimum(f_b[ok], sdf[:, 0])[:, None],
+            "normals": (F.normalize(grad, dim=-1) + 1.0) / 2.0,
+        }
+        return outputs, ok
 
     @torch.no_grad()
     def _coarse_pass(

@@ -1,0 +1,336 @@
+"""CPU speed benchmark: render path, training throughput and thread policy, each before and after, in one run.
+
+Sections (``--sections``, all by default); each writes its part of ``--json`` and the markdown is rebuilt
+from every part present, so a section can be re-run alone:
+
+- ``render``: each trained checkpoint (``--render-config``) renders its eval images with the old path
+  (``eval_render=volume``) and the new one (``surface``), interleaved image by image
+  (:mod:`nid_nerf.benchmarks.render_speed`): rays/s of ``get_outputs_for_camera`` and PSNR.
+- ``train``: the training variants (``TRAIN_VARIANTS``: today's defaults written out, so the row stays
+  what it was after the defaults change, and the candidates) train side by side on ``--data``, one
+  iteration each in turn (:func:`nid_nerf.benchmarks.harness.train`), so load hits them alike; PSNR of
+  held-out images against the training clock and steps, and rays and field samples per second.
+- ``threads``: ``--thread-steps`` training steps in a fresh process per thread policy
+  (``THREAD_POLICIES``; OpenMP reads its environment when torch loads, so each policy needs its own
+  process), alone and with a second, identical process running at the same time.
+
+    nid-render-collection --meshes MESHDIR --output data/bench200c --views-train 20 --views-test 10 --resolution 200 \\
+        --camera-distance 1.9
+    python scripts/benchmark_cpu_speed.py --data data/bench200c/spot \\
+        --render-config outputs/speed/spotc/nid-field/base/config.yml outputs/speed/vase/nid-field/base/config.yml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from nid_nerf.benchmarks.report import command_line, machine_summary, pyplot
+from nid_nerf.errors import NIDInputError
+from nid_nerf.io import save_figure, write_json, write_text
+
+RENDER_TARGET = 20_000.0
+"""rays/s of get_outputs_for_camera the issue asks for (at 2 threads, on an idle machine)"""
+TRAIN_TARGET = 2.0
+"""speed-up at equal quality the issue asks of training"""
+
+RENDER_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "volume (before)": {"eval_render": "volume"},
+    "surface (after)": {"eval_render": "surface"},
+}
+
+TODAY = {"pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_fraction": 0.25,
+         "pipeline.model.compile_field": False}
+"""the training defaults before this benchmark, written out"""
+TRAIN_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "before: 32 fine samples, eikonal share 0.25": TODAY,
+    "16 fine samples, eikonal share 0.05": {**TODAY, "pipeline.model.num_fine_samples": 16,
+                                            "pipeline.model.eikonal_sample_fraction": 0.05},
+    "16 fine, eikonal 0.05, torch.compile": {**TODAY, "pipeline.model.num_fine_samples": 16,
+                                             "pipeline.model.eikonal_sample_fraction": 0.05,
+                                             "pipeline.model.compile_field": True},
+}
+
+THREAD_POLICIES: Dict[str, Dict[str, str]] = {
+    "2 threads (torch default)": {"OMP_NUM_THREADS": "2"},
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+}
+
+
+# ----------------------------------------------------------------------------------------------- render
+def run_render(configs: Sequence[Path], num_images: int, repeats: int, threads: int) -> List[Dict[str, Any]]:
+    """Rays/s and PSNR of each render variant on each checkpoint."""
+    from nid_nerf.benchmarks.render_speed import load_for_eval, measure_variants
+
+    torch.set_num_threads(threads)
+    rows = []
+    for config_path in configs:
+        config, pipeline = load_for_eval(Path(config_path))
+        results = measure_variants(pipeline, RENDER_VARIANTS, num_images=num_images, repeats=repeats)
+        data = Path(config.pipeline.datamanager.data or config.data)
+        cameras = pipeline.datamanager.eval_dataset.cameras
+        checkpoints = sorted((config.get_base_dir() / "nerfstudio_models").glob("step-*.ckpt"))
+        step = int(checkpoints[-1].stem.split("-")[1]) if checkpoints else -1
+        for r in results:
+            rows.append({"scene": data.name, "config": str(config_path), "step": step,
+                         "size": f"{int(cameras.width[0])}x{int(cameras.height[0])}",
+                         "variant": r.name, "rays_per_second": r.rays_per_second, "psnr": r.mean_psnr,
+                         "threads": threads, "images": len(r.psnrs), "renders": len(r.seconds)})
+    return rows
+
+
+def render_markdown(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = ["## Render path", "",
+             "`model.get_outputs_for_camera(camera)` on the eval images of each checkpoint, both paths interleaved "
+             "image by image; rays/s counts every pixel (median over the renders), PSNR on white.", "",
+             "| scene | checkpoint step | size | threads | render | rays/s | speed-up | PSNR (dB) | PSNR change |",
+             "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    verdicts = []
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        group = [r for r in rows if r["scene"] == scene]
+        base = group[0]
+        for r in group:
+            lines.append(
+                f"| {scene} | {r['step']} | {r['size']} | {r['threads']} | {r['variant']} | "
+                f"{r['rays_per_second']:,.0f} | {r['rays_per_second'] / base['rays_per_second']:.2f}x | "
+                f"{r['psnr']:.2f} | {r['psnr'] - base['psnr']:+.2f} |")
+        last = group[-1]
+        met = last["rays_per_second"] >= RENDER_TARGET and abs(last["psnr"] - base["psnr"]) <= 0.2
+        verdicts.append(f"- {scene}: {last['rays_per_second']:,.0f} rays/s (target {RENDER_TARGET:,.0f}), PSNR "
+                        f"{last['psnr'] - base['psnr']:+.2f} dB (target within 0.2): **{'met' if met else 'NOT met'}**")
+    return lines + [""] + verdicts + [""]
+
+
+# ----------------------------------------------------------------------------------------------- train
+def run_train(data: Path, seconds: float, eval_every: float, eval_images: int, rays: int,
+              variants: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Train every variant side by side (one iteration each in turn) for ``seconds`` of training clock each."""
+    from nid_nerf.benchmarks.harness import EveryTrainSeconds, Stop, TrainRun, train
+    from nid_nerf.benchmarks.method_config import make_trainer_config
+
+    out = Path(tempfile.mkdtemp(prefix="nid_cpu_speed_"))
+    runs, hooks = [], {}
+    try:
+        for name, overrides in variants.items():
+            config = make_trainer_config("nid-field", data, out / str(len(runs)), rays_per_batch=rays,
+                                         overrides=dict(overrides))
+            run = TrainRun(config, eval_images=eval_images, name=name)
+            runs.append(run)
+            hooks[name] = EveryTrainSeconds(eval_every)
+
+        def hook(run: TrainRun) -> None:
+            hooks[run.name](run)
+
+        train(runs, Stop(seconds=seconds), [hook], progress="train variants")
+        rows = []
+        for run, (name, overrides) in zip(runs, variants.items()):
+            points = hooks[name].points
+            if not points or points[-1].step != run.steps:
+                points.append(run.evaluate())
+            cfg = run.pipeline.model.config
+            samples = rays * cfg.num_fine_samples
+            secs = run.iteration_seconds[3:] or run.iteration_seconds  # the first steps compile / warm up
+            median = statistics.median(secs)
+            rows.append({"variant": name, "overrides": overrides, "steps": run.steps,
+                         "train_seconds": run.train_seconds, "median_step_seconds": median,
+                         "rays_per_second": rays / median, "field_samples_per_second": samples / median,
+                         "first_step_seconds": run.iteration_seconds[0],
+                         "evals": [{"step": p.step, "seconds": p.train_seconds, "psnr": p.psnr} for p in points]})
+    finally:
+        for run in runs:
+            run.close()
+    return rows
+
+
+def psnr_at(row: Dict[str, Any], seconds: float) -> float:
+    before = [e["psnr"] for e in row["evals"] if e["seconds"] <= seconds + 1e-9]
+    return before[-1] if before else math.nan
+
+
+def seconds_to(row: Dict[str, Any], psnr: float) -> float:
+    """Training clock of the first evaluation at or above ``psnr`` (NaN if never)."""
+    hits = [e["seconds"] for e in row["evals"] if e["psnr"] >= psnr]
+    return hits[0] if hits else math.nan
+
+
+def train_markdown(rows: List[Dict[str, Any]], figure: Optional[str]) -> List[str]:
+    base = rows[0]
+    marks = sorted({round(e["seconds"] / 60.0) * 60 for e in base["evals"] if e["seconds"] >= 59})[:6]
+    lines = ["## Training throughput", "",
+             "Variants trained side by side in one process, one iteration each in turn; a step is timed with its "
+             "callbacks, evaluation off the clock. Step times are medians after the first 3 steps (compilation).", "",
+             "| variant | steps | s / step | rays/s | field samples/s | first step (s) | "
+             + " | ".join(f"PSNR @ {m:.0f} s" for m in marks) + " | final PSNR |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(marks) + "---:|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['median_step_seconds']:.3f} | "
+                     f"{r['rays_per_second']:,.0f} | {r['field_samples_per_second']:,.0f} | "
+                     f"{r['first_step_seconds']:.1f} | "
+                     + " | ".join(f"{psnr_at(r, m):.2f}" for m in marks) + f" | {r['evals'][-1]['psnr']:.2f} |")
+    goal = base["evals"][-1]["psnr"]
+    base_time = seconds_to(base, goal)
+    lines += ["", f"Time to the baseline's final PSNR ({goal:.2f} dB): "
+              + "; ".join(f"{r['variant']}: {seconds_to(r, goal):.0f} s"
+                          + (f" ({base_time / seconds_to(r, goal):.1f}x sooner)" if r is not base
+                             and math.isfinite(seconds_to(r, goal)) else "") for r in rows) + "."]
+    best = max(rows[1:], key=lambda r: base_time / seconds_to(r, goal) if math.isfinite(seconds_to(r, goal)) else 0,
+               default=None)
+    if best is not None:
+        speedup = base_time / seconds_to(best, goal) if math.isfinite(seconds_to(best, goal)) else 0.0
+        lines.append(f"- Best: {best['variant']}, {speedup:.1f}x sooner to equal quality (target {TRAIN_TARGET:.0f}x): "
+                     f"**{'met' if speedup >= TRAIN_TARGET else 'NOT met'}**.")
+    if figure:
+        lines += ["", f"![PSNR against training clock and steps]({figure})"]
+    return lines + [""]
+
+
+def plot_train(rows: List[Dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in rows:
+        axes[0].plot([e["seconds"] for e in r["evals"]], [e["psnr"] for e in r["evals"]], marker="o", ms=3,
+                     label=r["variant"])
+        axes[1].plot([e["step"] for e in r["evals"]], [e["psnr"] for e in r["evals"]], marker="o", ms=3)
+    axes[0].set_xlabel("training clock (s)")
+    axes[1].set_xlabel("steps")
+    for ax in axes:
+        ax.set_ylabel("held-out PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(path, fig, dpi=120)
+
+
+# ----------------------------------------------------------------------------------------------- threads
+def time_steps(data: Path, steps: int, rays: int) -> Dict[str, float]:
+    """Median seconds of ``steps`` training steps of nid-field on ``data`` in this process (after 2 warm-up)."""
+    from nid_nerf.benchmarks.harness import TrainRun
+    from nid_nerf.benchmarks.method_config import make_trainer_config
+
+    with tempfile.TemporaryDirectory(prefix="nid_threads_") as out:
+        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays)
+        with TrainRun(config) as run:
+            seconds = [run.step() for _ in range(steps + 2)][2:]
+    return {"median_step_seconds": statistics.median(seconds), "threads": torch.get_num_threads()}
+
+
+def _step_process(env: Dict[str, str], data: Path, steps: int, rays: int) -> subprocess.Popen:
+    code = ("import json, sys; from nid_nerf.benchmarks.cpu_speed import time_steps; "
+            f"print('RESULT ' + json.dumps(time_steps(__import__('pathlib').Path({str(data)!r}), {steps}, {rays})))")
+    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    full_env.update(env)
+    return subprocess.Popen([sys.executable, "-c", code], env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def _result(process: subprocess.Popen) -> Dict[str, float]:
+    out, _ = process.communicate()
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"thread benchmark process exited {process.returncode} without a result")
+
+
+def run_threads(data: Path, steps: int, rays: int) -> List[Dict[str, Any]]:
+    """Per policy: s/step alone, and s/step of each of two identical processes running at once."""
+    rows = []
+    for name, env in THREAD_POLICIES.items():
+        alone = _result(_step_process(env, data, steps, rays))
+        pair = [_step_process(env, data, steps, rays) for _ in range(2)]
+        loaded = [_result(p) for p in pair]
+        rows.append({"policy": name, "env": env, "alone": alone["median_step_seconds"],
+                     "loaded": [r["median_step_seconds"] for r in loaded], "threads": alone["threads"]})
+    return rows
+
+
+def threads_markdown(rows: List[Dict[str, Any]], steps: int) -> List[str]:
+    lines = ["## Threads under load", "",
+             f"{steps} training steps (after 2 warm-up steps) in a fresh process per policy: alone, then two identical "
+             "processes at once (each its own median). Throughput with two processes counts both.", "",
+             "| policy | s / step alone | s / step, 2 processes (each) | slow-down under load | "
+             "steps/s of both together |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        loaded = statistics.mean(r["loaded"])
+        lines.append(f"| {r['policy']} | {r['alone']:.3f} | {' / '.join(f'{v:.3f}' for v in r['loaded'])} | "
+                     f"{loaded / r['alone']:.1f}x | {sum(1.0 / v for v in r['loaded']):.2f} |")
+    return lines + [""]
+
+
+# ----------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", default=["render", "train", "threads"],
+                        choices=["render", "train", "threads"])
+    parser.add_argument("--data", type=Path, help="scene folder for the train and threads sections")
+    parser.add_argument("--render-config", type=Path, nargs="*", default=[],
+                        help="config.yml of trained nid-field runs for the render section")
+    parser.add_argument("--render-images", type=int, default=4)
+    parser.add_argument("--render-repeats", type=int, default=2)
+    parser.add_argument("--render-threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=240.0, help="training clock per variant")
+    parser.add_argument("--eval-every", type=float, default=30.0)
+    parser.add_argument("--eval-images", type=int, default=3)
+    parser.add_argument("--rays", type=int, default=1024)
+    parser.add_argument("--thread-steps", type=int, default=15)
+    parser.add_argument("--json", type=Path, default=Path("docs/cpu_speed.json"))
+    parser.add_argument("--output", type=Path, default=Path("docs/cpu_speed.md"))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if {"train", "threads"} & set(args.sections) and (args.data is None or not args.data.is_dir()):
+        raise NIDInputError(f"--data {args.data} is not a scene folder; the train and threads sections train on it")
+    if "render" in args.sections and not args.render_config:
+        raise NIDInputError("the render section needs --render-config CONFIG.yml of a trained nid-field run")
+    for config in args.render_config:
+        if not config.is_file():
+            raise NIDInputError(f"--render-config {config} does not exist; pass the config.yml of a trained run")
+    parts: Dict[str, Any] = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    stamp = {"command": command_line("benchmark_cpu_speed.py", argv), "machine": machine_summary(),
+             "load_average_start": os.getloadavg()[0]}
+    if "render" in args.sections:
+        parts["render"] = {**stamp, "rows": run_render(args.render_config, args.render_images, args.render_repeats,
+                                                       args.render_threads)}
+    if "train" in args.sections:
+        parts["train"] = {**stamp, "data": str(args.data), "seconds": args.seconds,
+                          "rows": run_train(args.data, args.seconds, args.eval_every, args.eval_images, args.rays,
+                                            TRAIN_VARIANTS)}
+    if "threads" in args.sections:
+        parts["threads"] = {**stamp, "data": str(args.data), "steps": args.thread_steps,
+                            "rows": run_threads(args.data, args.thread_steps, args.rays)}
+    for part in parts.values():
+        part.setdefault("load_average_end", os.getloadavg()[0])
+    write_json(args.json, parts)
+    write_text(args.output, markdown(parts, args.output))
+    print(f"wrote {args.output} and {args.json}")
+    return 0
+
+
+def markdown(parts: Dict[str, Any], output: Path) -> str:
+    lines = ["# CPU speed: render path, training throughput, threads", ""]
+    for name, part in parts.items():
+        lines += [f"- {name}: `{part['command']}`; {part['machine']}; load average {part['load_average_start']:.1f} "
+                  f"at the start, {part['load_average_end']:.1f} at the end"
+                  + (f"; data `{part['data']}`" if "data" in part else "")]
+    lines.append("")
+    if "render" in parts:
+        lines += render_markdown(parts["render"]["rows"])
+    if "train" in parts:
+        figure = output.with_name(output.stem + "_train.png")
+        plot_train(parts["train"]["rows"], figure)
+        lines += train_markdown(parts["train"]["rows"], figure.name)
+    if "threads" in parts:
+        lines += threads_markdown(parts["threads"]["rows"], parts["threads"]["steps"])
+    return "\n".join(lines) + "\n"
