@@ -6,6 +6,8 @@ from every part present, so a section can be re-run alone:
 - ``render``: each trained checkpoint (``--render-config``) renders its eval images with the old path
   (``eval_render=volume``) and the new one (``surface``), interleaved image by image
   (:mod:`nid_nerf.benchmarks.render_speed`): rays/s of ``get_outputs_for_camera`` and PSNR.
+- ``viewer``: ``ns-viewer`` on a checkpoint in headless Chromium, once per render path
+  (:mod:`nid_nerf.benchmarks.viewer_check`): seconds to the first frame and to the full-resolution frame.
 - ``train``: the training variants (``TRAIN_VARIANTS``: today's defaults written out, so the row stays
   what it was after the defaults change, and the candidates) train side by side on ``--data``, one
   iteration each in turn (:func:`nid_nerf.benchmarks.harness.train`), so load hits them alike; PSNR of
@@ -110,6 +112,50 @@ def render_markdown(rows: List[Dict[str, Any]]) -> List[str]:
         verdicts.append(f"- {scene}: {last['rays_per_second']:,.0f} rays/s (target {RENDER_TARGET:,.0f}), PSNR "
                         f"{last['psnr'] - base['psnr']:+.2f} dB (target within 0.2): **{'met' if met else 'NOT met'}**")
     return lines + [""] + verdicts + [""]
+
+
+# ----------------------------------------------------------------------------------------------- viewer
+def config_with(config_path: Path, settings: Dict[str, Any]) -> Path:
+    """A copy of ``config_path`` beside it with model settings changed (it still loads the same checkpoint)."""
+    import yaml
+
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    for key, value in settings.items():
+        setattr(config.pipeline.model, key, value)
+    tag = "_".join(f"{k}-{v}" for k, v in settings.items())
+    path = Path(config_path).with_name(f"config_{tag}.yml")
+    write_text(path, yaml.dump(config))
+    return path
+
+
+def run_viewer(config_path: Path, output_dir: Path, timeout: float) -> List[Dict[str, Any]]:
+    """Per render variant: ns-viewer on the checkpoint in headless Chromium, seconds to the first and full frame."""
+    from nid_nerf.benchmarks.viewer_check import capture_viewer
+
+    rows = []
+    for name, settings in RENDER_VARIANTS.items():
+        variant_config = config_with(config_path, settings)
+        shot = output_dir / f"cpu_speed_viewer_{settings['eval_render']}.png"
+        capture = capture_viewer(variant_config, shot, timeout=timeout, progress=False)
+        rows.append({"variant": name, "config": str(config_path), "first_frame_seconds": capture.first_frame_seconds,
+                     "full_frame_seconds": capture.full_frame_seconds, "resolution": list(capture.resolution),
+                     "screenshot": shot.name, "shows_scene": capture.ok, "frames": capture.frames})
+    return rows
+
+
+def viewer_markdown(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = ["## Viewer", "",
+             "`ns-viewer --load-config` on the checkpoint, opened in headless Chromium (software WebGL, 1280x800 "
+             "window); the browser camera is dollied out to the training cameras' distance right after the first "
+             "render. Seconds from opening the page.", "",
+             "| render | first frame (s) | full frame at max res 512 (s) | final resolution | shows the scene |",
+             "|---|---:|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['first_frame_seconds']:.1f} | {r['full_frame_seconds']:.1f} | "
+                     f"{r['resolution'][0]}x{r['resolution'][1]} | {'yes' if r['shows_scene'] else 'NO'} |")
+    lines.append("")
+    lines += [f"![viewer, {r['variant']}]({r['screenshot']})" for r in rows]
+    return lines + [""]
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -271,10 +317,13 @@ def threads_markdown(rows: List[Dict[str, Any]], steps: int) -> List[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", default=["render", "train", "threads"],
-                        choices=["render", "train", "threads"])
+                        choices=["render", "viewer", "train", "threads"])
     parser.add_argument("--data", type=Path, help="scene folder for the train and threads sections")
     parser.add_argument("--render-config", type=Path, nargs="*", default=[],
                         help="config.yml of trained nid-field runs for the render section")
+    parser.add_argument("--viewer-config", type=Path, help="config.yml for the viewer section (default: the first "
+                        "--render-config)")
+    parser.add_argument("--viewer-timeout", type=float, default=300.0)
     parser.add_argument("--render-images", type=int, default=4)
     parser.add_argument("--render-repeats", type=int, default=2)
     parser.add_argument("--render-threads", type=int, default=2)
@@ -303,6 +352,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "render" in args.sections:
         parts["render"] = {**stamp, "rows": run_render(args.render_config, args.render_images, args.render_repeats,
                                                        args.render_threads)}
+    if "viewer" in args.sections:
+        viewer_config = args.viewer_config or (args.render_config[0] if args.render_config else None)
+        if viewer_config is None or not Path(viewer_config).is_file():
+            raise NIDInputError("the viewer section needs --viewer-config (or --render-config) CONFIG.yml of a run")
+        parts["viewer"] = {**stamp, "rows": run_viewer(Path(viewer_config), args.output.parent, args.viewer_timeout)}
     if "train" in args.sections:
         parts["train"] = {**stamp, "data": str(args.data), "seconds": args.seconds,
                           "rows": run_train(args.data, args.seconds, args.eval_every, args.eval_images, args.rays,
@@ -327,6 +381,8 @@ def markdown(parts: Dict[str, Any], output: Path) -> str:
     lines.append("")
     if "render" in parts:
         lines += render_markdown(parts["render"]["rows"])
+    if "viewer" in parts:
+        lines += viewer_markdown(parts["viewer"]["rows"])
     if "train" in parts:
         figure = output.with_name(output.stem + "_train.png")
         plot_train(parts["train"]["rows"], figure)

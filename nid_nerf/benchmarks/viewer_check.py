@@ -191,6 +191,11 @@ class ViewerCapture:
     log_tail: str = ""
     frames: list[tuple[float, str, float]] = field(default_factory=list)
     """(seconds since navigation, resolution text, viewport std) of every polled screenshot"""
+    first_frame_seconds: float = math.nan
+    """seconds from opening the page to the first render the viewer reported (polled every 0.5 s)"""
+    full_frame_seconds: float = math.nan
+    """seconds from opening the page to the first render at ``max_res`` after the camera stopped (polled every 1 s;
+    the camera is moved once, right after the first render)"""
 
     @property
     def ok(self) -> bool:
@@ -282,6 +287,7 @@ def _photograph(command, port, output, distance, window_size, max_res, timeout, 
                 start) -> ViewerCapture:
     """Steps 2-4 of the module docstring for the viewer that `command` serves on `port`."""
     frames: list[tuple[float, str, float]] = []
+    first_frame = full_frame = math.nan
     with ViewerProcess(command, port) as viewer:
         with HeadlessChromium(chromium, window_size=window_size) as browser:
             browser.navigate(viewer.url)
@@ -298,6 +304,7 @@ def _photograph(command, port, output, distance, window_size, max_res, timeout, 
             while True:
                 image, resolution, rect = poll()
                 if rect is not None and resolution[0] > 0:
+                    first_frame = time.monotonic() - opened
                     break
                 if not viewer.running():
                     raise RuntimeError(f"the viewer process ended before its first render:\n{viewer.log_tail()}")
@@ -328,6 +335,8 @@ def _photograph(command, port, output, distance, window_size, max_res, timeout, 
                           f"viewport std {stats.std:6.2f}", flush=True)
                 settled = previous is not None and np.array_equal(previous, viewport)
                 final = max(resolution) >= max_res
+                if final and math.isnan(full_frame):
+                    full_frame = time.monotonic() - opened
                 if (final and settled and time.monotonic() - moved > 2.0) or time.monotonic() - moved > timeout:
                     break
                 previous = viewport
@@ -341,4 +350,6 @@ def _photograph(command, port, output, distance, window_size, max_res, timeout, 
         seconds=time.monotonic() - start,
         log_tail=log_tail,
         frames=frames,
+        first_frame_seconds=first_frame,
+        full_frame_seconds=full_frame,
     )
