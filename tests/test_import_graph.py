@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nid_nerf"
 
 # Lower layers never import higher ones. Folders of one layer may import each other (without cycles).
 LAYERS: List[Set[str]] = [
-    {"errors", "io"},
+    {"errors", "io", "threads"},
     {"fields", "model_components"},
     {"dataparsers", "synthetic", "sampling", "mesh"},
     {"models"},

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -52,8 +52,9 @@ RENDER_VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 TODAY = {"pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_fraction": 0.25,
-         "pipeline.model.compile_field": False}
-"""the training defaults before this benchmark, written out"""
+         "pipeline.model.compile_field": False, "pipeline.model.thread_policy": "fixed"}
+"""the training defaults before this benchmark, written out (the thread policy is fixed for every variant: they
+share one process, and an adaptive policy in one would set the threads of all)"""
 TRAIN_VARIANTS: Dict[str, Dict[str, Any]] = {
     "before: 32 fine samples, eikonal share 0.25": TODAY,
     "16 fine samples, eikonal share 0.05": {**TODAY, "pipeline.model.num_fine_samples": 16,
@@ -63,11 +64,15 @@ TRAIN_VARIANTS: Dict[str, Dict[str, Any]] = {
                                              "pipeline.model.compile_field": True},
 }
 
-THREAD_POLICIES: Dict[str, Dict[str, str]] = {
-    "2 threads (torch default)": {"OMP_NUM_THREADS": "2"},
-    "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
-    "1 thread": {"OMP_NUM_THREADS": "1"},
+FIXED = {"pipeline.model.thread_policy": "fixed"}
+THREAD_POLICIES: Dict[str, Tuple[Dict[str, str], Dict[str, Any]]] = {
+    "2 threads (torch default; before)": ({}, FIXED),
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, FIXED),
+    "1 thread (OMP_NUM_THREADS=1)": ({"OMP_NUM_THREADS": "1"}, FIXED),
+    "adaptive (thread_policy default; after)": ({}, {"pipeline.model.thread_policy": "adaptive"}),
 }
+"""name: (environment, nid-field config overrides); each policy's processes start with neither OMP variable set
+except those listed"""
 
 
 # ----------------------------------------------------------------------------------------------- render
@@ -259,28 +264,30 @@ def plot_train(rows: List[Dict[str, Any]], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- threads
-def time_steps(data: Path, steps: int, rays: int) -> Dict[str, float]:
-    """Median seconds of ``steps`` training steps of nid-field on ``data`` in this process (after 2 warm-up)."""
+def time_steps(data: Path, steps: int, rays: int, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Seconds of each of ``steps`` training steps of nid-field on ``data`` in this process (after 2 warm-up)."""
     from nid_nerf.benchmarks.harness import TrainRun
     from nid_nerf.benchmarks.method_config import make_trainer_config
 
     with tempfile.TemporaryDirectory(prefix="nid_threads_") as out:
-        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays)
+        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays, overrides=dict(overrides or {}))
         with TrainRun(config) as run:
             seconds = [run.step() for _ in range(steps + 2)][2:]
-    return {"median_step_seconds": statistics.median(seconds), "threads": torch.get_num_threads()}
+    return {"seconds": seconds, "median_step_seconds": statistics.median(seconds),
+            "threads_at_end": torch.get_num_threads()}
 
 
-def _step_process(env: Dict[str, str], data: Path, steps: int, rays: int) -> subprocess.Popen:
-    code = ("import json, sys; from nid_nerf.benchmarks.cpu_speed import time_steps; "
-            f"print('RESULT ' + json.dumps(time_steps(__import__('pathlib').Path({str(data)!r}), {steps}, {rays})))")
+def _step_process(env: Dict[str, str], overrides: Dict[str, Any], data: Path, steps: int,
+                  rays: int) -> subprocess.Popen:
+    code = ("import json, pathlib; from nid_nerf.benchmarks.cpu_speed import time_steps; "
+            f"print('RESULT ' + json.dumps(time_steps(pathlib.Path({str(data)!r}), {steps}, {rays}, {overrides!r})))")
     full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     full_env.update(env)
     return subprocess.Popen([sys.executable, "-c", code], env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
 
-def _result(process: subprocess.Popen) -> Dict[str, float]:
+def _result(process: subprocess.Popen) -> Dict[str, Any]:
     out, _ = process.communicate()
     for line in out.splitlines():
         if line.startswith("RESULT "):
@@ -289,14 +296,15 @@ def _result(process: subprocess.Popen) -> Dict[str, float]:
 
 
 def run_threads(data: Path, steps: int, rays: int) -> List[Dict[str, Any]]:
-    """Per policy: s/step alone, and s/step of each of two identical processes running at once."""
+    """Per policy: s/step alone, and s/step of each of two identical processes started together."""
     rows = []
-    for name, env in THREAD_POLICIES.items():
-        alone = _result(_step_process(env, data, steps, rays))
-        pair = [_step_process(env, data, steps, rays) for _ in range(2)]
+    for name, (env, overrides) in THREAD_POLICIES.items():
+        alone = _result(_step_process(env, overrides, data, steps, rays))
+        pair = [_step_process(env, overrides, data, steps, rays) for _ in range(2)]
         loaded = [_result(p) for p in pair]
-        rows.append({"policy": name, "env": env, "alone": alone["median_step_seconds"],
-                     "loaded": [r["median_step_seconds"] for r in loaded], "threads": alone["threads"]})
+        rows.append({"policy": name, "env": env, "overrides": overrides, "alone": alone["median_step_seconds"],
+                     "loaded": [r["median_step_seconds"] for r in loaded],
+                     "threads_at_end": [alone["threads_at_end"]] + [r["threads_at_end"] for r in loaded]})
     return rows
 
 
@@ -305,11 +313,12 @@ def threads_markdown(rows: List[Dict[str, Any]], steps: int) -> List[str]:
              f"{steps} training steps (after 2 warm-up steps) in a fresh process per policy: alone, then two identical "
              "processes at once (each its own median). Throughput with two processes counts both.", "",
              "| policy | s / step alone | s / step, 2 processes (each) | slow-down under load | "
-             "steps/s of both together |", "|---|---:|---:|---:|---:|"]
+             "steps/s of both together | threads at the end (alone / pair) |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         loaded = statistics.mean(r["loaded"])
         lines.append(f"| {r['policy']} | {r['alone']:.3f} | {' / '.join(f'{v:.3f}' for v in r['loaded'])} | "
-                     f"{loaded / r['alone']:.1f}x | {sum(1.0 / v for v in r['loaded']):.2f} |")
+                     f"{loaded / r['alone']:.1f}x | {sum(1.0 / v for v in r['loaded']):.2f} | "
+                     f"{' / '.join(str(t) for t in r['threads_at_end'])} |")
     return lines + [""]
 
 

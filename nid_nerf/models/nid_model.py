@@ -39,6 +39,7 @@ from nid_nerf.model_components.rendering import (
     stratified_midpoints,
 )
 from nid_nerf.model_components.surface import first_crossing, refine_crossing
+from nid_nerf.threads import AdaptiveThreads
 
 
 class TrainingTerms(NamedTuple):
@@ -129,6 +130,12 @@ class NIDModelConfig(ModelConfig):
     """Run the field's lookup and geometry MLP through torch.compile (inductor: fused C++ on the CPU). The first
     step of each kind compiles (about 30 s on 2 cores; later runs reuse inductor's on-disk cache). Measured in
     docs/cpu_speed.md."""
+    thread_policy: Literal["adaptive", "fixed"] = "adaptive"
+    """adaptive: every thread_check_steps training steps, use the cores other processes left free since the last
+    check (at least 1, at most OMP_NUM_THREADS when set); fixed: torch's own setting. Measured in docs/cpu_speed.md
+    (threads section)."""
+    thread_check_steps: int = 10
+    """adaptive: training steps between two looks at the other processes' CPU use."""
     implementation: Literal["auto", "torch", "tcnn"] = "auto"
     """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
     sphere_radius: float = 0.5
@@ -304,6 +311,10 @@ class NIDModel(Model):
             self.update_coarse_grid(tick // parts, tick % parts, parts)
 
         callbacks = [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid)]
+        if self.config.thread_policy == "adaptive" and self.device.type == "cpu":
+            policy = AdaptiveThreads(log=CONSOLE.log)
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], policy.check,
+                                              update_every_num_iters=max(1, self.config.thread_check_steps)))
         if self.exports_dictionary and not bool(self.field.gate.sparse):
             def make_sparse(step: int) -> None:
                 if step >= self.config.dense_warmup_steps and not bool(self.field.gate.sparse):
