@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Literal, Optional, Sequence
 
 from nid_nerf.errors import NIDInputError
 
@@ -28,16 +29,27 @@ def _plain_file_mode() -> int:
     return 0o666 & ~umask
 
 
+TEMP_FILE_PATTERN = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp(\.[^.]*)?$")
+"""Name of the temporary files of :func:`atomic_path`: ``.<stem>.<pid>.<random>.tmp<suffix>`` (the pid lets a
+later run tell a killed writer's leftover from a live writer's file, see :func:`remove_stale_temp_files`)."""
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, temp_dir: Optional[Path] = None) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write to; renamed over ``path`` when the block ends without error.
 
     The temporary name keeps ``path``'s suffix (writers such as matplotlib, PIL and trimesh pick the format
     from it). On an error the temporary file is removed and the error propagates; ``path`` is untouched.
+
+    ``temp_dir`` puts the temporary file in another folder of the same file system (so the rename stays
+    atomic): for folders whose every entry some reader parses, such as nerfstudio's ``nerfstudio_models/``,
+    where a killed writer's leftover would otherwise break that reader.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    folder = path.parent if temp_dir is None else Path(temp_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -104,6 +116,46 @@ def atomic_folder(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temp_files(folder: Path, stems: Optional[Callable[[str], bool]] = None) -> List[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``folder`` whose writer is gone; returns them.
+
+    A writer killed by ``kill -9`` (or a power cut) cannot clean up, so its temporary file stays. Files of a
+    live process (by pid) are kept. Also removes the older name form ``.<stem>.<random>.tmp<suffix>``
+    (no pid) when ``stems`` (a test on the stem) accepts its stem: only a folder's owner can know that such a
+    file is no live writer's.
+    """
+    removed: List[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if not entry.name.startswith(".") or ".tmp" not in entry.name or not entry.is_file():
+            continue
+        match = TEMP_FILE_PATTERN.match(entry.name)
+        if match is not None:
+            pid = int(match.group("pid"))
+            if pid != os.getpid() and process_alive(pid):
+                continue
+        elif stems is None or not stems(entry.name[1:].split(".", 1)[0]):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
 def write_text(path: Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     with atomic_path(path) as tmp:
@@ -116,11 +168,12 @@ def write_json(path: Path, data: Any, indent: int = 2, sort_keys: bool = True, *
     return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps_kwargs) + "\n")
 
 
-def torch_save(path: Path, obj: Any) -> Path:
-    """``torch.save`` atomically: a crash never leaves half a checkpoint or dictionary."""
+def torch_save(path: Path, obj: Any, temp_dir: Optional[Path] = None) -> Path:
+    """``torch.save`` atomically: a crash never leaves half a checkpoint or dictionary (``temp_dir``: see
+    :func:`atomic_path`)."""
     import torch
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, temp_dir) as tmp:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
     return Path(path)

@@ -78,8 +78,8 @@ class AdaptiveThreads:
             return None
         return max(0.0, ((machine - last[1]) - (own - last[2])) / TICKS_PER_SECOND / (now - last[0]))
 
-    def check(self, _step: int = 0) -> int:
-        """Re-measure and set the threads; returns the threads in use."""
+    def check(self, step: int = 0) -> int:
+        """Re-measure and set the threads; returns the threads in use (``step``: nerfstudio passes the step)."""
         busy = self.others_busy()
         current = torch.get_num_threads()
         if busy is None:

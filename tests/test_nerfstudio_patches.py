@@ -341,6 +341,10 @@ def test_trainer_train_reaches_the_hooks_nid_nerf_overrides():
     assert "self._after_train" in names, "NIDTrainer writes shards.json in _after_train"
     assert "self.pipeline.datamanager.train_dataparser_outputs.save_dataparser_transform" in names
     assert "self.pipeline.get_train_loss_dict" in called_names(method(Trainer, "train_iteration"))
+    # NIDTrainer._load_checkpoint sets load_step, which nerfstudio's loader reads instead of parsing file names
+    assert "self._load_checkpoint" in called_names(method(Trainer, "setup"))
+    assert "self.config.load_step" in {dotted(n) for n in ast.walk(method(Trainer, "_load_checkpoint"))
+                                       if isinstance(n, ast.Attribute)}
     # NIDPipeline.get_train_loss_dict returns what the trainer unpacks: (outputs, losses, metrics)
     returned = [n.value for n in ast.walk(method(VanillaPipeline, "get_train_loss_dict")) if isinstance(n, ast.Return)]
     assert [[dotted(e) for e in r.elts] for r in returned] == [["model_outputs", "loss_dict", "metrics_dict"]]

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--huge", choices=["decimate", "reject"], default=defaults.huge)
     parser.add_argument("--decimate-to", type=int, default=defaults.decimate_to)
     parser.add_argument("--ambient", type=float, default=Shading().ambient)
-    parser.add_argument("--overwrite", action="store_true", help="re-render scenes that already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="re-render scenes that already exist, and remove scenes rendered earlier into --output "
+                        "that this run no longer lists (e.g. after a smaller --count)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -89,6 +91,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for result in results:
         for note in result.notes:
             print(f"note: {result.name}: {note}", file=sys.stderr)
+    if stats["removed"]:
+        shown = ", ".join(stats["removed"][:5]) + (" ..." if len(stats["removed"]) > 5 else "")
+        print(f"--overwrite: removed {len(stats['removed'])} scene(s) this run no longer lists: {shown}",
+              file=sys.stderr)
     if stats["skipped"]:
         print(f"warning: skipped {len(stats['skipped'])} item(s):", file=sys.stderr)
         for item, reason in stats["skipped"]:

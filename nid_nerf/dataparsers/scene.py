@@ -24,12 +24,21 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, Nerfst
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.colors import get_color
 from nerfstudio.utils.rich_utils import CONSOLE
-from PIL import Image
 
 from nid_nerf.dataparsers.few_view import select_train_views
+from nid_nerf.dataparsers.frames import (
+    fill_masks,
+    frame_value,
+    mirrored_transforms,
+    push_down_intrinsics,
+    strip_masks,
+    unmirror,
+)
+from nid_nerf.dataparsers.image_info import read_image_info
+from nid_nerf.dataparsers.images import conform_images, scene_channels
 from nid_nerf.dataparsers.occlusion import check_fraction
 from nid_nerf.dataparsers.outputs import NIDDataparserOutputs, as_nid_outputs, subset_outputs, tag_scene
-from nid_nerf.dataparsers.training_masks import TrainingMaskOptions, apply_training_masks
+from nid_nerf.dataparsers.training_masks import TrainingMaskOptions, apply_training_masks, cache_root
 from nid_nerf.dataparsers.validation import (
     check_data_path,
     check_frames,
@@ -101,8 +110,13 @@ class NIDSceneDataParser(DataParser):
 
     def __init__(self, config: NIDSceneDataParserConfig):
         super().__init__(config=config)
-        self._checked: Dict[str, bool] = {}
+        self._checked: Dict[str, Optional[List[Tuple[int, int]]]] = {}
+        """transforms file -> its images' (width, height) once checked (None: --check-images False)."""
         self._object_masks: Dict[Path, Path] = {}
+        self._source: Path = Path(config.data)
+        """The transforms file of the split being read (named in error messages)."""
+        self._channels: int = 4
+        """Channel count of the scene's images (4 if any frame has alpha): odd frames are converted to it."""
 
     @property
     def scene_root(self) -> Path:
@@ -135,6 +149,7 @@ class NIDSceneDataParser(DataParser):
                     f"object pixels of {len(hidden)} training images "
                     f"(masks in {Path(outputs.mask_filenames[0]).parent.parent})"
                 )
+        outputs = conform_images(outputs, self.scene_root, self.scene_name, self._channels)
         outputs = replace(outputs, scene_box=self._scene_box(fmt, file_box))
         return as_nid_outputs(tag_scene(outputs, 0, self.scene_name))
 
@@ -147,8 +162,11 @@ class NIDSceneDataParser(DataParser):
         data = Path(self.config.data)
         path = data if data.suffix.lower() == ".json" else data / "transforms.json"
         meta = read_json(path)
-        self._check_nerfstudio(meta, path)
-        ns_config = NerfstudioDataParserConfig(
+        self._source = path
+        sizes = self._check_nerfstudio(meta, path)
+        self._channels = scene_channels([read_image_info(path.parent / f["file_path"]) for f in meta["frames"]])
+        derived = self._derived_meta(meta, path, sizes)
+        ns_kwargs = dict(
             data=data,
             scale_factor=self.config.scale_factor,
             downscale_factor=self.config.downscale_factor,
@@ -160,7 +178,13 @@ class NIDSceneDataParser(DataParser):
             eval_interval=self.config.eval_interval,
             depth_unit_scale_factor=float(meta.get("depth_unit_scale_factor", 1e-3)),
         )
-        outputs = Nerfstudio(ns_config).get_dataparser_outputs(split)
+        if derived is None:
+            outputs = Nerfstudio(NerfstudioDataParserConfig(**ns_kwargs)).get_dataparser_outputs(split)
+        else:
+            with mirrored_transforms(path, derived) as mirrored:
+                ns_kwargs["data"] = mirrored
+                outputs = Nerfstudio(NerfstudioDataParserConfig(**ns_kwargs)).get_dataparser_outputs(split)
+            outputs = unmirror(outputs, mirrored.parent, path.parent)
         self._object_masks = self._frame_paths(meta, path.parent, ("object_mask_path", "mask_path"))
         normals = self._frame_paths(meta, path.parent, ("normal_file_path",))
         metadata = dict(outputs.metadata)
@@ -175,28 +199,57 @@ class NIDSceneDataParser(DataParser):
         )
         return outputs, meta.get("scene_box") if keeps_frame else None
 
-    def _check_nerfstudio(self, meta: Dict, path: Path) -> None:
-        if self._checked.get(str(path)):
-            return
+    def _check_nerfstudio(self, meta: Dict, path: Path) -> Optional[List[Tuple[int, int]]]:
+        """Validate the file and its images once; returns each frame's image (width, height), EXIF applied
+        (None with --check-images False).
+
+        A frame's own intrinsics win over the global ones, here and when loading (:meth:`_derived_meta`).
+        """
+        if str(path) in self._checked:
+            return self._checked[str(path)]
         frames = check_frames(meta, path, need_intrinsics=True)
         check_split_lists(meta, path, [f["file_path"] for f in frames])
+        sizes = None
         if self.config.check_images:
             images = [path.parent / f["file_path"] for f in frames]
-            sizes = [(int(f.get("w", meta.get("w"))), int(f.get("h", meta.get("h")))) for f in frames]
-            check_images(images, path, sizes)
+            declared = [(int(frame_value(f, meta, "w")), int(frame_value(f, meta, "h"))) for f in frames]
+            shared = ["w" not in f and "h" not in f for f in frames]
+            sizes = check_images(images, path, declared, shared_size=shared)
             if self.config.downscale_factor and self.config.downscale_factor > 1:
                 folder = f"images_{self.config.downscale_factor}"
                 check_images([path.parent / folder / Path(f["file_path"]).name for f in frames], path)
-        with_masks = [f for f in frames if "mask_path" in f]
-        if with_masks and len(with_masks) != len(frames):
+        self._checked[str(path)] = sizes
+        return sizes
+
+    def _derived_meta(self, meta: Dict, path: Path, sizes: Optional[List[Tuple[int, int]]]) -> Optional[Dict]:
+        """The transforms nerfstudio must read instead of ``meta`` (see nid_nerf.dataparsers.frames), or None.
+
+        Per-frame intrinsics are pushed into every frame. With masks on some frames only, ``--masks auto``
+        gives the other frames an all-ones mask (they train on every pixel, logged once per file), and
+        ``--masks ignore`` / ``object`` drop the masks, which they do not read.
+        """
+        derived = push_down_intrinsics(meta)
+        frames = meta["frames"]
+        with_masks = sum("mask_path" in f for f in frames)
+        if not with_masks or with_masks == len(frames):
+            return derived
+        if self.config.masks != "auto":
+            return strip_masks(derived or meta)
+        if self.config.downscale_factor != 1:
             raise NIDInputError(
-                f"{path}: {len(with_masks)} of {len(frames)} frames have 'mask_path'; give every frame a mask_path "
-                "or remove them all"
+                f"{path}: {with_masks} of {len(frames)} frames have 'mask_path', which nid-scene supports at "
+                "--downscale-factor 1 only; give every frame a mask_path or pass --downscale-factor 1"
             )
-        if self.config.masks != "ignore":
-            if with_masks and self.config.check_images:
-                check_masks([path.parent / f["mask_path"] for f in frames], path, sizes)
-        self._checked[str(path)] = True
+        if sizes is None:
+            sizes = [read_image_info(path.parent / f["file_path"]).size for f in frames]
+        key = f"{path}:partial-masks"
+        if key not in self._checked:
+            self._checked[key] = None
+            CONSOLE.log(
+                f"{path}: {len(frames) - with_masks} of {len(frames)} frames have no mask_path; those frames train "
+                "on every pixel (no mask)"
+            )
+        return fill_masks(derived or meta, sizes, cache_root(self.scene_root) / "full_masks")
 
     @staticmethod
     def _frame_paths(meta: Dict, root: Path, keys: Tuple[str, ...]) -> Dict[Path, Path]:
@@ -222,12 +275,14 @@ class NIDSceneDataParser(DataParser):
                 )
             path = other
         meta = read_json(path)
+        self._source = path
         frames = check_frames(meta, path, need_intrinsics=False)
         angle = meta.get("camera_angle_x")
         if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < np.pi:
             raise NIDInputError(f"{path}: 'camera_angle_x' is missing or not an angle in radians; add it")
         images = [data / (f["file_path"] if Path(f["file_path"]).suffix else f["file_path"] + ".png") for f in frames]
         sizes = check_images(images, path) if self.config.check_images else [_image_size(p) for p in images]
+        self._channels = scene_channels([read_image_info(p) for p in images])
         width = torch.tensor([s[0] for s in sizes], dtype=torch.float32)[:, None]
         height = torch.tensor([s[1] for s in sizes], dtype=torch.float32)[:, None]
         focal = 0.5 * width / float(np.tan(0.5 * angle))
@@ -266,6 +321,9 @@ class NIDSceneDataParser(DataParser):
                     "use --masks auto or ignore"
                 )
             masks = [lookup[Path(f)] for f in outputs.image_filenames]
+        if masks is not None and self.config.check_images:
+            # against the images as loaded (EXIF applied, images_N/ when downscaled): nerfstudio would assert
+            check_masks(masks, self._source, [read_image_info(f).size for f in outputs.image_filenames])
         return replace(outputs, mask_filenames=masks, alpha_color=alpha)
 
     def _select_train_views(self, outputs: DataparserOutputs) -> DataparserOutputs:
@@ -298,5 +356,4 @@ class NIDSceneDataParser(DataParser):
 
 
 def _image_size(path: Path) -> Tuple[int, int]:
-    with Image.open(path) as im:
-        return im.size
+    return read_image_info(path).size

@@ -26,7 +26,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
-from PIL import Image
 
 from nid_nerf.dataparsers.occlusion import (
     ALGORITHM_VERSION,
@@ -137,7 +136,8 @@ def apply_training_masks(
         "seed": int(options.seed),
         "shape": options.shape,
         "images": [
-            [key, _stamp(image), [_stamp(m) for m in src], _stamp(region) if fraction > 0 and region else None]
+            [key, file_stamp(image), [file_stamp(m) for m in src],
+             file_stamp(region) if fraction > 0 and region else None]
             for key, image, src, region in zip(keys, images, sources, region_masks)
         ],
     }
@@ -149,7 +149,7 @@ def apply_training_masks(
     names = [_flat_name(key) for key in keys]
     if len(set(names)) < len(names):  # e.g. a.png and a.jpg
         names = [f"{k:05d}_{n}" for k, n in enumerate(names)]
-    folder = _cached(_cache_root(scene_root) / name, names, lambda tmp: _write_masks(
+    folder = _cached(cache_root(scene_root) / name, names, lambda tmp: _write_masks(
         tmp, names, images, sizes, sources, region_masks, keys, fraction, options
     ))
     metadata = dict(outputs.metadata)
@@ -194,11 +194,15 @@ def _write_masks(
 
 
 def _cached(final: Path, names: Sequence[str], write) -> Path:
-    """``final`` if it is complete; else write it into a temp folder next to it and rename that into place
-    (another process that got there first wins; its content is the same)."""
+    return cached_folder(final, [f"masks/{n}" for n in names], write)
+
+
+def cached_folder(final: Path, files: Sequence[str], write) -> Path:
+    """``final`` if it holds every one of ``files`` (relative paths); else ``write(tmp)`` fills a temp folder next
+    to it that is renamed into place (another process that got there first wins; its content is the same)."""
 
     def complete(folder: Path) -> bool:
-        return all((folder / "masks" / n).is_file() for n in names)
+        return all((folder / n).is_file() for n in files)
 
     if complete(final):
         return final
@@ -207,7 +211,7 @@ def _cached(final: Path, names: Sequence[str], write) -> Path:
     return final
 
 
-def _cache_root(scene_root: Path) -> Path:
+def cache_root(scene_root: Path) -> Path:
     """``<scene>/.nid_cache`` if it can be written, else a per-scene folder in the system temp folder."""
     local = Path(scene_root) / CACHE_FOLDER
     try:
@@ -223,7 +227,10 @@ def _cache_root(scene_root: Path) -> Path:
         return fallback
 
 
-def _stamp(path: Path) -> List:
+_cache_root = cache_root  # the name the tests know
+
+
+def file_stamp(path: Path) -> List:
     """What a cached mask depends on in a file: its path, size and modification time."""
     try:
         stat = Path(path).stat()
@@ -239,5 +246,7 @@ def _flat_name(key: str) -> str:
 
 
 def _image_size(image: Path) -> Tuple[int, int]:
-    with Image.open(image) as im:
-        return im.size
+    """(width, height) as the image is loaded: EXIF orientation applied (nid_nerf.dataparsers.images)."""
+    from nid_nerf.dataparsers.image_info import read_image_info
+
+    return read_image_info(image).size

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nid_nerf.errors import NIDInputError
@@ -88,6 +89,11 @@ def check_frames(meta: Dict[str, Any], path: Path, need_intrinsics: bool) -> Lis
             )
         if not isinstance(frame.get("file_path"), str) or not frame["file_path"]:
             raise NIDInputError(f"{path}: frame {k} has no 'file_path'; add the image path relative to {path.parent}")
+        if _is_pose(frame.get("transform_matrix"), finite=False) and not _is_pose(frame["transform_matrix"]):
+            raise NIDInputError(
+                f"{path}: frame {k} ({frame['file_path']}) has NaN or infinite values in its 'transform_matrix' "
+                "(a failed pose estimate); re-run the pose estimation (e.g. ns-process-data) or remove the frame"
+            )
         if not _is_pose(frame.get("transform_matrix")):
             raise NIDInputError(
                 f"{path}: frame {k} ({frame['file_path']}) has a missing or malformed 'transform_matrix'; it must be "
@@ -105,7 +111,22 @@ def check_frames(meta: Dict[str, Any], path: Path, need_intrinsics: bool) -> Lis
                     )
             if frame.get("fl_y", meta.get("fl_y")) is None:
                 raise NIDInputError(f"{path}: 'fl_y' is missing; add it (equal to fl_x for square pixels)")
+    check_poses_differ(frames, path)
     return frames
+
+
+def check_poses_differ(frames: Sequence[Dict[str, Any]], path: Path) -> None:
+    """More than one frame, all with the same pose: placeholder poses (a pose estimation that did not run or
+    failed), from which no 3D shape can be recovered."""
+    if len(frames) < 2:
+        return
+    poses = np.array([np.array(f["transform_matrix"], dtype=np.float64)[:3] for f in frames])
+    if np.allclose(poses, poses[:1], rtol=0.0, atol=1e-9):
+        raise NIDInputError(
+            f"{path}: all {len(frames)} frames have the same 'transform_matrix', so there is no parallax to "
+            "reconstruct from (placeholder poses?); write each frame's own camera-to-world pose (e.g. from "
+            "ns-process-data / COLMAP)"
+        )
 
 
 def check_split_lists(meta: Dict[str, Any], path: Path, frame_files: Iterable[str]) -> None:
@@ -137,35 +158,99 @@ def check_images(
     images: Sequence[Path],
     source: Path,
     expected_sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None,
+    shared_size: Optional[Sequence[bool]] = None,
 ) -> List[Tuple[int, int]]:
-    """Each image exists, decodes, and (when given) has the (width, height) the transforms file declares.
+    """Each image exists, decodes, is not fully transparent and (when given) has the (width, height) the
+    transforms file declares, as displayed: with its EXIF orientation applied (which is how nid-scene loads it).
 
-    Returns the (width, height) of every image.
+    ``shared_size`` marks the images that take the file's one global w/h: those must all have one size
+    (:func:`check_one_size`), checked before each image against its declared size, for the clearer message.
+
+    Returns the (width, height) of every image, EXIF orientation applied.
     """
-    sizes = []
-    for k, image in enumerate(images):
-        image = Path(image)
-        if not image.is_file():
-            raise NIDInputError(
-                f"image {image} is missing (listed in {source}); restore it or remove its frame from {source.name}"
-            )
-        try:
-            with Image.open(image) as im:
-                size = im.size
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise NIDInputError(
-                f"image {image} is corrupt or not an image ({type(err).__name__}: {err}); re-export it or remove its "
-                f"frame from {source.name}"
-            ) from None
+    images = [Path(image) for image in images]
+    infos = [_decoded_info(image, source) for image in images]
+    for k, (image, info) in enumerate(zip(images, infos)):  # first: the clearest reason of a size mismatch
         expected = expected_sizes[k] if expected_sizes is not None else None
-        if expected is not None and tuple(size) != tuple(expected):
+        if expected is not None and tuple(info.size) != tuple(expected) and tuple(info.stored_size) == tuple(expected):
             raise NIDInputError(
-                f"image {image} is {size[0]}x{size[1]} but {source.name} says {expected[0]}x{expected[1]}; frames and "
-                "images disagree, so fix w/h in the transforms file or re-export the image"
+                f"image {image} has EXIF orientation {info.orientation}, so it is {info.size[0]}x{info.size[1]} "
+                f"as displayed (and as nid-scene loads it), but {source.name} gives the stored "
+                f"{expected[0]}x{expected[1]}: its intrinsics and poses were made from the unrotated pixels; "
+                "re-save the image without the EXIF orientation tag (e.g. exiftool -Orientation= -n) or give "
+                "the displayed w/h and intrinsics"
             )
-        sizes.append(size)
+    if shared_size is not None:
+        check_one_size(shared_size, [info.size for info in infos], images, source)
+    sizes = []
+    for k, (image, info) in enumerate(zip(images, infos)):
+        expected = expected_sizes[k] if expected_sizes is not None else None
+        if expected is not None and tuple(info.size) != tuple(expected):
+            raise NIDInputError(
+                f"image {image} is {info.size[0]}x{info.size[1]} but {source.name} says {expected[0]}x{expected[1]}; "
+                "frames and images disagree, so fix w/h in the transforms file or re-export the image"
+            )
+        sizes.append(info.size)
+    for image, info in zip(images, infos):
+        if info.has_alpha:
+            check_not_transparent(image, source)
     return sizes
+
+
+def check_one_size(shared_size: Sequence[bool], sizes: Sequence[Tuple[int, int]], images: Sequence[Path],
+                   path: Path) -> None:
+    """Images that take the global w/h (``shared_size``) must all have one size (else each needs its own
+    intrinsics: a global focal length and principal point cannot fit images of different sizes)."""
+    shared = [k for k, flag in enumerate(shared_size) if flag]
+    found = {tuple(sizes[k]) for k in shared}
+    if len(found) < 2:
+        return
+    first = shared[0]
+    other = next(k for k in shared if tuple(sizes[k]) != tuple(sizes[first]))
+    raise NIDInputError(
+        f"{path}: images differ in size ({images[first].name} is {sizes[first][0]}x{sizes[first][1]}, "
+        f"{images[other].name} is {sizes[other][0]}x{sizes[other][1]}) but the file gives one global w/h and "
+        "intrinsics for them; give each frame its own w, h, fl_x, fl_y, cx, cy, or resize the images to one size"
+    )
+
+
+def _decoded_info(image: Path, source: Path):
+    """The header info of an image that exists and decodes (one-line errors otherwise)."""
+    from nid_nerf.dataparsers.image_info import read_image_info
+
+    if not image.is_file():
+        raise NIDInputError(
+            f"image {image} is missing (listed in {source}); restore it or remove its frame from {source.name}"
+        )
+    try:
+        info = read_image_info(image)
+        with Image.open(image) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise NIDInputError(
+            f"image {image} is corrupt or not an image ({type(err).__name__}: {err}); re-export it or remove its "
+            f"frame from {source.name}"
+        ) from None
+    return info
+
+
+def check_not_transparent(image: Path, source: Path) -> None:
+    """An image with alpha must have some pixel with alpha > 0 (an all-zero alpha shows nothing to train on;
+    typically an export that lost its alpha)."""
+    try:
+        with Image.open(image) as im:
+            alpha = im.getchannel("A") if "A" in im.getbands() else im.convert("RGBA").getchannel("A")
+            transparent = alpha.getextrema()[1] == 0
+    except (OSError, SyntaxError, ValueError) as err:
+        raise NIDInputError(
+            f"image {image} is corrupt ({type(err).__name__}: {err}); re-export it or remove its frame from "
+            f"{source.name}"
+        ) from None
+    if transparent:
+        raise NIDInputError(
+            f"image {image} is fully transparent (its alpha is 0 everywhere), so it shows nothing to train on; "
+            f"re-export it with its real alpha (or as RGB without alpha), or remove its frame from {source.name}"
+        )
 
 
 def check_masks(masks: Sequence[Path], source: Path, expected_sizes: Sequence[Tuple[int, int]]) -> None:
@@ -204,13 +289,15 @@ def _norm(name: str) -> str:
     return Path(name).as_posix()  # "./images/a.png" and "images/a.png" are the same frame
 
 
-def _is_pose(value: Any) -> bool:
+def _is_pose(value: Any, finite: bool = True) -> bool:
+    """A 3x4 or 4x4 list of numbers (finite ones, unless ``finite`` is False)."""
     if not isinstance(value, list) or len(value) not in (3, 4):
         return False
     for row in value:
         if not isinstance(row, list) or len(row) != 4:
             return False
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in row):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and (math.isfinite(x) or not finite)
+                   for x in row):
             return False
     return True
 

@@ -19,7 +19,9 @@ Patches and restated internals (this module):
   the call stack: nerfstudio's exporters call ``eval_setup`` from their ``main`` before their own asserts).
 
 Subclass hooks on nerfstudio's private or undocumented methods, tested alike (not patches; they live with
-their classes): ``NIDTrainer._after_train``, ``NIDDataManager._get_pixel_sampler``, ``NIDPipeline._model``
+their classes): ``NIDTrainer._after_train``, ``NIDTrainer._load_checkpoint`` (finds the latest
+``step-<N>.ckpt`` itself and passes it as ``load_step``: nerfstudio parses every name in the folder),
+``NIDDataManager._get_pixel_sampler``, ``NIDPipeline._model``
 (VanillaPipeline's model attribute), ``NIDDataparserOutputs.save_dataparser_transform`` (rank 0 only, atomic;
 reached through ``Trainer.train``), and ``nid_nerf.sampling.masked_sampler.MaskedPixelSampler``, which works
 around nerfstudio's one-image mask bug one layer below this module (the sampler layer must not import the

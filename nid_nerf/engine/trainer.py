@@ -9,9 +9,12 @@ collective, so the other ranks need not wait for them.
 
 from __future__ import annotations
 
+import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import List, Optional, Set, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
@@ -20,7 +23,47 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nid_nerf.engine.allocator import keep_freed_memory
 from nid_nerf.engine.distributed import gather_objects, is_main_process
 from nid_nerf.engine.nerfstudio_patches import checkpoint_state, prepare_launch, unwrapped_state_dict
-from nid_nerf.io import check_writable_folder, torch_save, write_json
+from nid_nerf.errors import NIDInputError
+from nid_nerf.io import check_writable_folder, remove_stale_temp_files, torch_save, write_json
+
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+"""A checkpoint file as nerfstudio names it; anything else in ``nerfstudio_models/`` is no checkpoint."""
+
+_NEW_RUN_FOLDERS: Set[Path] = set()
+"""Run folders (and their new parents) this process created in ``save_config``; removed again when the input
+checks fail, so a rejected run leaves no stub folder behind (see :meth:`NIDTrainer.setup`)."""
+
+
+def latest_checkpoint_step(checkpoint_dir: Path) -> Optional[int]:
+    """The highest step of the ``step-<N>.ckpt`` files in ``checkpoint_dir`` (None: none), other names ignored.
+
+    nerfstudio's own finder (``Trainer._load_checkpoint``, ``eval_utils.eval_load_checkpoint``) parses the
+    name of every file in the folder as a step, so a single stray file (a temporary file left by a killed
+    writer, an editor backup) makes it fail with ``invalid literal for int()``.
+    """
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    steps = [int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name)) and p.is_file()]
+    return max(steps) if steps else None
+
+
+def clean_checkpoint_folder(run_dir: Path, checkpoint_dir: Path) -> List[Path]:
+    """Remove what killed checkpoint writers left: their temporary files in the run folder (where
+    :meth:`NIDTrainer.save_checkpoint` writes them) and, from older versions, in ``nerfstudio_models/``."""
+    removed = remove_stale_temp_files(run_dir, stems=lambda stem: stem.startswith(("step-", "dictionary")))
+    removed += remove_stale_temp_files(checkpoint_dir, stems=lambda stem: stem.startswith("step-"))
+    return removed
+
+
+def _new_folders(folder: Path) -> List[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    new = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        new.append(candidate)
+    return new
 
 
 @dataclass
@@ -37,7 +80,9 @@ class NIDTrainerConfig(TrainerConfig):
         applied here, first, so that a bad output folder is already reported in one line.
         """
         prepare_launch(self)
+        new = _new_folders(Path(self.get_base_dir()).absolute())
         check_writable_folder(self.get_base_dir())
+        _NEW_RUN_FOLDERS.update(new)
         super().save_config()
 
 
@@ -47,8 +92,70 @@ class NIDTrainer(Trainer):
     config: NIDTrainerConfig
 
     def setup(self, test_mode="val") -> None:
+        """nerfstudio's setup, after removing killed writers' temporary files; on bad input, no stub run folder.
+
+        ``ns-train`` writes the run folder and its config.yml (``save_config``) before the dataparser has read
+        the data; when the input checks then fail (NIDInputError), the folder is removed again if this
+        process created it, so outputs/ does not fill with empty runs. An existing folder is never removed.
+        """
         keep_freed_memory()  # 10-34 % faster CPU steps; see nid_nerf.engine.allocator
-        super().setup(test_mode=test_mode)
+        if is_main_process():
+            clean_checkpoint_folder(self.base_dir, self.checkpoint_dir)
+        try:
+            super().setup(test_mode=test_mode)
+        except NIDInputError:
+            self._remove_new_run_folder()
+            raise
+
+    def _remove_new_run_folder(self) -> None:
+        base = Path(self.base_dir).absolute()
+        if base not in _NEW_RUN_FOLDERS:
+            return
+        shutil.rmtree(base, ignore_errors=True)
+        for parent in base.parents:  # the experiment / method folders this run created, if still empty
+            if parent not in _NEW_RUN_FOLDERS:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        _NEW_RUN_FOLDERS.difference_update([base, *base.parents])
+
+    def _load_checkpoint(self) -> None:
+        """nerfstudio's loader, given the latest ``step-<N>.ckpt`` itself (stray names in the folder ignored).
+
+        A subclass hook on nerfstudio's private ``Trainer._load_checkpoint`` (listed in nerfstudio_patches):
+        with ``--load-dir`` and no ``--load-step`` nerfstudio would parse every file name in the folder.
+        """
+        if self.config.load_dir is not None and self.config.load_step is None:
+            step = latest_checkpoint_step(self.config.load_dir)
+            if step is None:
+                raise NIDInputError(
+                    f"--load-dir {self.config.load_dir} holds no checkpoint (step-<N>.ckpt); pass the "
+                    "nerfstudio_models/ folder of a run that saved one"
+                )
+            self.config.load_step = step
+        super()._load_checkpoint()
+
+    def train(self) -> None:
+        """nerfstudio's training loop; Ctrl-C saves a checkpoint and exits with status 130, without a traceback.
+
+        nerfstudio's single-process ``launch`` catches KeyboardInterrupt, prints its traceback and exits 0,
+        and the steps since the last save are lost. Here the interrupt is caught first: the current step is
+        saved (atomically), one line says where and how to resume, and SystemExit(130) (128 + SIGINT, the
+        shell convention) passes through nerfstudio's handler.
+        """
+        try:
+            super().train()
+        except KeyboardInterrupt:
+            if is_main_process() and getattr(self, "pipeline", None) is not None:
+                self.save_checkpoint(self.step)
+                print(
+                    f"nid-nerf: interrupted at step {self.step}; saved {self.checkpoint_dir}/step-{self.step:09d}.ckpt"
+                    f"; resume with --load-dir {self.checkpoint_dir}",
+                    file=sys.stderr,
+                )
+            raise SystemExit(130) from None
 
     def _after_train(self) -> None:
         # before nerfstudio's _after_train, where rank 0 may stay serving the viewer for good
@@ -79,12 +186,14 @@ class NIDTrainer(Trainer):
         """nerfstudio's checkpoint, written atomically, with single-process keys; plus dictionary.pt for nid-dict."""
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        torch_save(ckpt_path, checkpoint_state(step, unwrapped_state_dict(pipeline), self.optimizers, self.grad_scaler))
+        state = checkpoint_state(step, unwrapped_state_dict(pipeline), self.optimizers, self.grad_scaler)
+        # the temporary file goes to the run folder: nerfstudio parses every name in nerfstudio_models/ as a step
+        torch_save(ckpt_path, state, temp_dir=self.base_dir)
         if getattr(pipeline.model, "exports_dictionary", False):
             from nid_nerf.fields.dictionary import export_dictionary
 
             export_dictionary(pipeline.model, self.base_dir / "dictionary.pt")
         if self.config.save_only_latest_checkpoint:
-            for old in self.checkpoint_dir.glob("*.ckpt"):
-                if old != ckpt_path:
+            for old in self.checkpoint_dir.glob("step-*.ckpt"):
+                if old != ckpt_path and CHECKPOINT_NAME.match(old.name):
                     old.unlink()

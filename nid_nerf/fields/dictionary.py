@@ -5,11 +5,13 @@ Everything in it is a tensor or a plain Python value, so it loads with ``torch.l
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from nid_nerf.errors import NIDInputError
@@ -99,21 +101,68 @@ def load_dictionary(path: Path) -> Dict[str, Any]:
     return payload
 
 
-def resolve_architecture(model_config, dictionary: Dict[str, Any], path: Path) -> None:
-    """Adopt the dictionary's architecture; reject options the user set to something else.
+CLI_PROGRAM_PREFIXES = ("ns-", "nid-")
+"""Programs whose command line is the whole user configuration (nerfstudio's and nid-nerf's commands)."""
 
-    A field left at its default takes the dictionary's value. A field set explicitly to a different
-    value than the dictionary's cannot work with its tables or decoder, so it is an error.
+MODEL_OPTION_PREFIX = "--pipeline.model."
+
+
+def explicit_model_options(argv: Optional[Sequence[str]] = None) -> Optional[Set[str]]:
+    """Model-config fields the user set on the command line (``--pipeline.model.num-levels 8``), or None when
+    this process is not one of nerfstudio's or nid-nerf's commands (Python API, tests, benchmarks).
+
+    tyro leaves no trace of which fields came from the command line, and a value equal to the default
+    may still be one the user typed, so the command line itself is the record. Spawned training processes
+    inherit the parent's ``sys.argv``.
     """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not Path(argv[0]).name.startswith(CLI_PROGRAM_PREFIXES):
+        return None
+    names = set()
+    for token in argv[1:]:
+        if token.startswith(MODEL_OPTION_PREFIX):
+            names.add(token[len(MODEL_OPTION_PREFIX):].split("=", 1)[0].replace("-", "_"))
+    return names
+
+
+def resolve_architecture(
+    model_config, dictionary: Dict[str, Any], path: Path, explicit: Optional[Set[str]] = None, argv=None
+) -> List[str]:
+    """Adopt the dictionary's architecture; reject options the user set to something else. Returns the
+    adopted fields, ``"name=value (config had old)"``, which are also logged in one line.
+
+    A dictionary fixes the shapes of the tables and the decoder, so a field that differs from it cannot
+    work. Which fields the user set decides between an error and adopting the dictionary's value:
+
+    - under ``ns-train`` (and the other commands) the command line says it (:func:`explicit_model_options`):
+      a field given there with another value is an error even when that value is the default
+      (``--pipeline.model.num-levels 8`` against a 4-level dictionary); every other field (a default or a
+      method preset's value) takes the dictionary's;
+    - otherwise (a config built in Python), a value that differs from both the default and the dictionary's
+      was set on purpose: an error; a default takes the dictionary's.
+
+    ``explicit`` overrides what the command line says (``argv``: instead of ``sys.argv``).
+    """
+    if explicit is None:
+        explicit = explicit_model_options(argv)
     defaults = {f.name: f.default for f in fields(type(model_config)) if f.name in ARCHITECTURE_FIELDS}
-    conflicts = []
+    conflicts, adopted = [], []
     for name in ARCHITECTURE_FIELDS:
         wanted, stored = getattr(model_config, name), dictionary["config"][name]
-        if wanted != stored and wanted != defaults[name]:
+        if wanted == stored:
+            continue
+        user_set = name in explicit if explicit is not None else wanted != defaults[name]
+        if user_set:
             conflicts.append(f"{name}={wanted} (dictionary has {stored})")
-        setattr(model_config, name, stored)
+        else:
+            adopted.append(f"{name}={stored} (config had {wanted})")
     if conflicts:
         raise NIDInputError(
             f"dictionary {path} does not match the model config: {'; '.join(conflicts)}; "
             "drop those options or use a dictionary pretrained with them"
         )
+    for name in ARCHITECTURE_FIELDS:
+        setattr(model_config, name, dictionary["config"][name])
+    if adopted:
+        CONSOLE.log(f"dictionary {path}: adopted its architecture: {', '.join(adopted)}")
+    return adopted

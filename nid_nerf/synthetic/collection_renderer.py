@@ -257,6 +257,30 @@ def clean_stale_temp_folders(output_dir: Path) -> List[str]:
     return removed
 
 
+def remove_unlisted_scenes(output_dir: Path, names: Sequence[str]) -> List[str]:
+    """Delete the scenes this tool rendered earlier into ``output_dir`` (folders with nid_scene.json) that are not
+    in ``names``; returns their names, sorted.
+
+    With ``--overwrite`` the folder must come out as the listed collection: nid-collection trains on every
+    scene folder it finds, so a scene left over from a larger ``--count`` would silently join the training
+    set. Folders without nid_scene.json are not this tool's and are never touched. Each scene is first
+    renamed to a temporary name (one atomic step, so no half-deleted scene is ever visible under its name;
+    an interrupted delete is finished by :func:`clean_stale_temp_folders` on the next run).
+    """
+    keep = set(names)
+    removed = []
+    for folder in sorted(Path(output_dir).iterdir()):
+        if folder.name.startswith(".") or folder.name in keep or not folder.is_dir():
+            continue
+        if not (folder / "nid_scene.json").is_file():
+            continue
+        trash = folder.parent / f"{TEMP_PREFIX}{os.getpid()}-removed-{folder.name}"
+        os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
 def render_collection(
     jobs: Sequence[SceneJob],
     output_dir: Path,
@@ -267,7 +291,9 @@ def render_collection(
 ) -> Tuple[List[SceneResult], Dict]:
     """Render ``jobs`` with ``workers`` processes (0 = one per CPU core) and write ``collection.json``.
 
-    Returns the per-scene results and a summary with the rendering speed.
+    Returns the per-scene results and a summary with the rendering speed. With ``settings.overwrite``, scenes
+    rendered earlier into ``output_dir`` that ``jobs`` no longer lists are removed (``stats["removed"]``,
+    see :func:`remove_unlisted_scenes`).
 
     Raises:
         NIDInputError: no input is usable, or the output folder cannot be written.
@@ -318,6 +344,7 @@ def render_collection(
         "skipped": [{"item": item, "reason": reason} for item, reason in skipped],
         "settings": _settings_dict(settings),
     }
+    removed = remove_unlisted_scenes(output_dir, [job.name for job in jobs]) if settings.overwrite and usable else []
     if usable:
         write_json(output_dir / COLLECTION_FILE, summary, indent=1)
     rendered_views = sum(r.views for r in results if r.status == "rendered")
@@ -332,6 +359,7 @@ def render_collection(
         "cpu_seconds": cpu,
         "views_per_cpu_second": rendered_views / cpu if cpu > 0 else 0.0,
         "workers": workers,
+        "removed": removed,
     }
     if not usable:
         raise NIDInputError(_nothing_usable_message(skipped))

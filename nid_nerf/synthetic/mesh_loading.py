@@ -34,10 +34,15 @@ def load_mesh_file(path: Path) -> ColoredMesh:
     """Load every triangle geometry in ``path`` (scene graph transforms applied) with its own colours.
 
     ``color_source`` is ``texture``, ``vertex``, ``face`` or ``material`` when the file carries colours,
-    else ``none``. Faces with non-finite or out-of-range vertices and zero-area faces are dropped.
+    else ``none``. Faces with out-of-range vertex indices and zero-area faces are dropped.
+
+    A triangle with a NaN or infinite vertex means the export went wrong (the mesh would render with holes
+    that the file does not have), so such a mesh is refused rather than silently cut; NaN vertices that no
+    triangle uses are harmless and ignored.
 
     Raises:
-        MeshRejected: the file cannot be parsed or has no triangles (``broken``), or zero area (``degenerate``).
+        MeshRejected: the file cannot be parsed, has no triangles or NaN/infinite vertices in its triangles
+        (``broken``), or has zero area (``degenerate``).
     """
     path = Path(path)
     logging.getLogger("trimesh").setLevel(logging.ERROR)
@@ -50,6 +55,13 @@ def load_mesh_file(path: Path) -> ColoredMesh:
     if not meshes:
         raise MeshRejected("broken", "contains no triangles")
 
+    bad = sum(_non_finite_vertices_used(mesh) for mesh in meshes)
+    if bad:
+        raise MeshRejected(
+            "broken",
+            f"has {bad} vertices with NaN or infinite coordinates used by its triangles; repair or re-export the "
+            "mesh (e.g. remove those vertices in Blender or MeshLab)",
+        )
     parts: List[MeshPart] = []
     sources = set()
     for mesh in meshes:
@@ -72,6 +84,17 @@ def load_mesh_file(path: Path) -> ColoredMesh:
     else:
         source = "+".join(sorted(sources))
     return ColoredMesh(parts=parts, color_source=source)
+
+
+def _non_finite_vertices_used(mesh: trimesh.Trimesh) -> int:
+    """How many distinct vertices with a NaN or infinite coordinate the (in-range) faces of ``mesh`` use."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1)
+    faces = faces[(faces >= 0) & (faces < len(vertices))]
+    if not len(faces):
+        return 0
+    used = np.unique(faces)
+    return int((~np.all(np.isfinite(vertices[used]), axis=1)).sum())
 
 
 def _part_from_trimesh(mesh: trimesh.Trimesh) -> Tuple[Optional[MeshPart], str]:
