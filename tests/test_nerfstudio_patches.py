@@ -445,3 +445,39 @@ def test_unsupported_exporters_build_the_pipeline_before_their_assert_and_are_re
         with pytest.raises(NIDInputError, match=f"^ns-export {subcommand} .*nid-export-mesh --load-config c.yml"):
             main(getattr(exporter, name)(load_config=Path("c.yml"), output_dir=Path("o")))
     main(exporter.ExportPointCloud(load_config=Path("c.yml"), output_dir=Path("o")))  # passes through
+
+
+def test_ns_viewer_leaves_the_step_label_at_0_and_label_viewer_step_writes_it():
+    import inspect
+
+    from nerfstudio.scripts.viewer import run_viewer
+    from nerfstudio.viewer import viewer as viewer_module
+
+    from nid_nerf.engine.nerfstudio_patches import label_viewer_step
+
+    # what the patch relies on: ns-viewer hands the checkpoint step to update_scene, which labels it only in training
+    assert "viewer_state.update_scene(step=step)" in inspect.getsource(run_viewer._start_viewer)
+    source = inspect.getsource(viewer_module)  # update_scene is wrapped by a decorator without functools.wraps
+    body = source[source.index("def update_scene(self, step: int"):source.index("def update_colormap_options")]
+    assert "self.update_step(step)" in body and 'training_state == "training"' in body
+
+    class FakeViewer:  # the attributes update_scene and update_step touch, without a viser server
+        trainer = None
+        render_statemachines: dict = {}
+
+        def __init__(self):
+            self.stats_markdown = type("Markdown", (), {"content": "Step: 0  \nResolution: 64x64px"})()
+
+    original = viewer_module.Viewer.update_scene
+    try:
+        label_viewer_step()
+        patched = viewer_module.Viewer.update_scene
+        label_viewer_step()  # idempotent: wrapped once
+        assert patched is not original and viewer_module.Viewer.update_scene is patched
+        fake = FakeViewer()
+        fake.make_stats_markdown = viewer_module.Viewer.make_stats_markdown.__get__(fake)
+        fake.update_step = viewer_module.Viewer.update_step.__get__(fake)
+        patched(fake, 999)
+        assert fake.stats_markdown.content.startswith("Step: 999")
+    finally:
+        viewer_module.Viewer.update_scene = original

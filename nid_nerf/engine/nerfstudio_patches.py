@@ -16,7 +16,8 @@ Patches and restated internals (this module):
 - :func:`isolated_event_writers`: nerfstudio's global event writers, per trainer (benchmarks);
 - :func:`lpips_patched_out`: torchmetrics' LPIPS class swapped for a stub (benchmarks of nerfstudio's models);
 - :func:`refuse_unsupported_export`: ``ns-export marching-cubes`` / ``gaussian-splat`` stop with one line (read from
-  the call stack: nerfstudio's exporters call ``eval_setup`` from their ``main`` before their own asserts).
+  the call stack: nerfstudio's exporters call ``eval_setup`` from their ``main`` before their own asserts);
+- :func:`label_viewer_step`: ``ns-viewer`` labels the loaded checkpoint's step (``Viewer.update_scene``).
 
 Subclass hooks on nerfstudio's private or undocumented methods, tested alike (not patches; they live with
 their classes): ``NIDTrainer._after_train``, ``NIDTrainer._load_checkpoint`` (finds the latest
@@ -290,3 +291,33 @@ def refuse_unsupported_export() -> None:
                 "(or ns-export poisson / tsdf / pointcloud)"
             )
         frame = frame.f_back
+
+
+# ----------------------------------------------------------------------------------------------
+# ns-viewer: the step of the loaded checkpoint in the "Step:" label
+# ----------------------------------------------------------------------------------------------
+
+
+def label_viewer_step() -> None:
+    """``ns-viewer --load-config`` shows the loaded checkpoint's step instead of "Step: 0".
+
+    nerfstudio 1.1.5's ``run_viewer._start_viewer`` calls ``Viewer.update_scene(step=step)``, which stores the
+    step but only writes the label (``Viewer.update_step``) while a trainer is training, so every screenshot of a
+    trained checkpoint read "Step: 0". Installed once (idempotent) from ``NIDPipeline.__init__``; it changes
+    only viewers without a trainer, i.e. ``ns-viewer``.
+    """
+    viewer_module = sys.modules.get("nerfstudio.viewer.viewer")  # loaded by ns-viewer / ns-train before us
+    if viewer_module is None:
+        return
+    viewer_class = viewer_module.Viewer
+    original = viewer_class.update_scene
+    if getattr(original, "_nid_labels_step", False):
+        return
+
+    def update_scene(self, step: int, num_rays_per_batch=None) -> None:
+        if getattr(self, "trainer", None) is None and hasattr(self, "stats_markdown"):
+            self.update_step(step)
+        return original(self, step, num_rays_per_batch)
+
+    update_scene._nid_labels_step = True  # type: ignore[attr-defined]
+    viewer_class.update_scene = update_scene

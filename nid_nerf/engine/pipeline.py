@@ -25,7 +25,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.engine.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
-from nid_nerf.engine.nerfstudio_patches import refuse_unsupported_export
+from nid_nerf.engine.nerfstudio_patches import label_viewer_step, refuse_unsupported_export
 from nid_nerf.models.nid_model import NIDModelConfig
 
 
@@ -61,6 +61,7 @@ class NIDPipeline(VanillaPipeline):
         grad_scaler=None,
     ):
         refuse_unsupported_export()  # ns-export marching-cubes / gaussian-splat: one line, before any loading
+        label_viewer_step()  # ns-viewer: "Step: <checkpoint step>", not "Step: 0"
         # world_size=1 keeps VanillaPipeline from wrapping the model itself (GPU-only device_ids); the
         # datamanager takes the real rank and world size from torch.distributed
         super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
