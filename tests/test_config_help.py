@@ -18,7 +18,7 @@ from typing import Dict, List, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nid_nerf"
 CONFIG_SUFFIXES = ("Config", "Options")
-CONFIG_PACKAGES = ("configs", "dataparsers", "engine", "models", "sampling")
+CONFIG_PACKAGES = ("configs", "dataparsers", "engine", "fields", "models", "sampling")
 """The folders whose dataclasses make up the ``ns-train`` configs (the CLI tools' own options are tyro dataclasses too,
 but live with their tools)."""
 

@@ -61,16 +61,19 @@ def _hand_trilinear(table, spec, p):
     return torch.cat(out)
 
 
-def test_torch_hash_lookup_matches_hand_computed_trilinear():
-    assert any(SPEC.dense_levels()) and not all(SPEC.dense_levels()), "test needs dense and hashed levels"
-    table = torch.randn(SPEC.num_levels * SPEC.table_size, SPEC.features_per_level)
+@pytest.mark.parametrize("spec", [SPEC, HashGridSpec(8, 15, 2, 16, 256)], ids=["small", "defaults"])
+def test_torch_hash_lookup_matches_hand_computed_trilinear(spec):
+    # the hash is computed in int32 (products wrap modulo 2^32); the oracle uses Python's unbounded ints
+    assert any(spec.dense_levels()) and not all(spec.dense_levels()), "test needs dense and hashed levels"
+    table = torch.randn(spec.num_levels * spec.table_size, spec.features_per_level)
     points = torch.rand(20, 3)
     points[0] = torch.tensor([0.0, 0.0, 0.0])
     points[1] = torch.tensor([1.0, 1.0, 1.0])
-    idx, weights = corner_lookup(points, SPEC)
+    idx, weights = corner_lookup(points, spec)
     z, _ = interpolate(table, idx, weights)
     for i, p in enumerate(points):
-        assert torch.allclose(z[i], _hand_trilinear(table, SPEC, p.tolist()), atol=1e-5)
+        # float32 fractions at resolution 256 differ from the oracle's float64 ones by ~1e-5 of a cell
+        assert torch.allclose(z[i], _hand_trilinear(table, spec, p.tolist()), atol=2e-4)
 
 
 def test_lookup_jacobian_matches_finite_differences():

@@ -468,7 +468,9 @@ def test_ns_viewer_leaves_the_step_label_at_0_and_label_viewer_step_writes_it():
         def __init__(self):
             self.stats_markdown = type("Markdown", (), {"content": "Step: 0  \nResolution: 64x64px"})()
 
-    original = viewer_module.Viewer.update_scene
+    before = viewer_module.Viewer.update_scene  # an earlier test's NIDPipeline may have installed the patch
+    original = getattr(before, "_nid_original", before)
+    viewer_module.Viewer.update_scene = original
     try:
         label_viewer_step()
         patched = viewer_module.Viewer.update_scene
@@ -480,4 +482,4 @@ def test_ns_viewer_leaves_the_step_label_at_0_and_label_viewer_step_writes_it():
         patched(fake, 999)
         assert fake.stats_markdown.content.startswith("Step: 999")
     finally:
-        viewer_module.Viewer.update_scene = original
+        viewer_module.Viewer.update_scene = before

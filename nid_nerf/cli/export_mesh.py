@@ -15,8 +15,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
+import numpy as np
 import torch
 import tyro
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.console import Console
 from nid_nerf.errors import NIDInputError, install_excepthook
 from nid_nerf.io import MESH_SUFFIXES, check_writable_file, write_mesh
 from nid_nerf.mesh.extract import DEFAULT_CHUNK_POINTS, extract_mesh
+from nid_nerf.mesh.frames import bbox_to_model_frame, mesh_to_input_frame, model_from_input
 
 CONSOLE = Console(stderr=True)
 
@@ -39,7 +41,10 @@ class ExportMesh:
     resolution: int = 256
     """Grid samples along the longest side of the bounding box."""
     bbox: Optional[Tuple[float, float, float, float, float, float]] = None
-    """xmin ymin zmin xmax ymax zmax in world coordinates (default: the model's scene box)."""
+    """xmin ymin zmin xmax ymax zmax, in the frame of --frame (default: the model's scene box)."""
+    frame: Literal["input", "model"] = "input"
+    """input: the frame of the scene's transforms file, where the user's cameras and point clouds are (nid-scene
+    may have centred and scaled the poses to train; this undoes it); model: the frame the model trained in."""
     colors: bool = True
     """Vertex colours from the radiance head, looking along the negative normal (--no-colors to skip)."""
     keep_largest: bool = False
@@ -89,7 +94,12 @@ def export_mesh(args: ExportMesh) -> Path:
     _check_scene_index(model, args.scene_index, args.load_config)
     field = model.field
     device = next(iter(model.parameters()), torch.empty(0)).device
+    to_model = model_from_input(pipeline, args.scene_index) if args.frame == "input" else None
+    if to_model is not None and np.allclose(to_model, np.eye(4)):
+        to_model = None  # the scene kept its frame (nid-render-collection's scenes): nothing to undo
     bbox = args.bbox if args.bbox is not None else model.scene_box.aabb.detach().cpu()
+    if args.bbox is not None and to_model is not None:
+        bbox = torch.from_numpy(bbox_to_model_frame(args.bbox, to_model))
     kwargs = {} if args.scene_index is None else {"scene_index": args.scene_index}
 
     def sdf_fn(positions):
@@ -111,6 +121,8 @@ def export_mesh(args: ExportMesh) -> Path:
         chunk_points=args.chunk_points,
         device=device,
     )
+    if to_model is not None:
+        mesh = mesh_to_input_frame(mesh, to_model)
     write_mesh(output, mesh)
     CONSOLE.print(
         f"Wrote {output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "

@@ -22,6 +22,10 @@ OCCLUSION_KEYS = ("occlusion_filenames", "occlusion_hidden_fractions")
 """Per training image, with --occlusion: its hidden region (PNG, 255 = hidden) and the share of its object
 pixels that is hidden (see nid_nerf.dataparsers.occlusion)."""
 
+INPUT_FRAME_KEY = "model_from_input"
+"""4x4 float64 similarity from the scene's input frame (its transforms file) to the model's frame: what
+nid-export-mesh inverts to write meshes in the input frame. A collection holds one per scene (``scene_`` + key)."""
+
 PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX, *OCCLUSION_KEYS)
 """Metadata entries with one item per image, which follow the images through subsets and concatenation."""
 
@@ -134,6 +138,8 @@ def merge_metadata(per_scene: Sequence[Dict[str, Any]], names: Sequence[str]) ->
         "depth_unit_scale_factor": per_scene[0].get("depth_unit_scale_factor", 1e-3),
         "mask_color": None,
     }
+    if all(INPUT_FRAME_KEY in m for m in per_scene):
+        merged["scene_" + INPUT_FRAME_KEY] = torch.stack([torch.as_tensor(m[INPUT_FRAME_KEY]) for m in per_scene])
     if all("occlusion" in m for m in per_scene):
         merged["occlusion"] = per_scene[0]["occlusion"]
         merged.update({key: concat_lists([m.get(key) for m in per_scene]) for key in OCCLUSION_KEYS})

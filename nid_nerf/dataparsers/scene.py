@@ -1,8 +1,11 @@
 """``nid-scene``: one scene in nerfstudio (transforms.json) or Blender (transforms_{split}.json) format.
 
-It checks the input first, so bad data gives one line that names the file and the fix. It keeps the scene's
-frame by default (no re-orienting or re-scaling; object-centric data is already normalised) and can keep only
-``num_train_views`` spread-out training views (farthest-point sampling on the camera centres).
+It checks the input first, so bad data gives one line that names the file and the fix. A transforms file with a
+'scene_box' (nid-render-collection's scenes) keeps its frame and box; one without (a photo capture, in any units) is
+centred and scaled from its cameras and sparse points so the object fills [-1, 1]^3 (``--normalize``, see
+:mod:`nid_nerf.dataparsers.normalisation`), and the similarity is kept in the metadata (``model_from_input``) for
+nid-export-mesh to undo. Either way one line warns when most cameras' optical axes miss the scene box. It can keep
+only ``num_train_views`` spread-out training views (farthest-point sampling on the camera centres).
 
 Training masks (see :mod:`nid_nerf.dataparsers.training_masks`): frames' ``mask_path`` (``--masks auto``) or the
 renderer's object masks (``--masks object``), a ``--mask-dir``, and synthetic ``--occlusion`` are ANDed into
@@ -36,9 +39,21 @@ from nid_nerf.dataparsers.frames import (
 )
 from nid_nerf.dataparsers.image_info import read_image_info
 from nid_nerf.dataparsers.images import conform_images, scene_channels
+from nid_nerf.dataparsers.normalisation import MISS_FRACTION, Normalisation, axes_missing_box, fit_normalisation
 from nid_nerf.dataparsers.occlusion import check_fraction
-from nid_nerf.dataparsers.outputs import NIDDataparserOutputs, as_nid_outputs, subset_outputs, tag_scene
-from nid_nerf.dataparsers.training_masks import TrainingMaskOptions, apply_training_masks, cache_root
+from nid_nerf.dataparsers.outputs import (
+    INPUT_FRAME_KEY,
+    NIDDataparserOutputs,
+    as_nid_outputs,
+    subset_outputs,
+    tag_scene,
+)
+from nid_nerf.dataparsers.training_masks import (
+    TrainingMaskOptions,
+    apply_training_masks,
+    cache_root,
+    mark_mask_roles,
+)
 from nid_nerf.dataparsers.validation import (
     check_data_path,
     check_frames,
@@ -67,12 +82,20 @@ class NIDSceneDataParserConfig(DataParserConfig):
     train_view_indices: Optional[Tuple[int, ...]] = None
     """Explicit training views (indices into the train split, in file order); wins over num_train_views."""
     scene_scale: Optional[float] = None
-    """Half-size of the scene box. None: the transforms file's 'scene_box', else 1.0 (nerfstudio) / 1.5 (Blender)."""
+    """Half-size of the scene box. None: the transforms file's 'scene_box', else 1.0 (nerfstudio; in normalised units
+    when --normalize centres and scales the poses) / 1.5 (Blender)."""
     alpha_color: Optional[Literal["white", "black"]] = None
     """Blend RGBA images onto this colour when loading. None keeps RGBA, so the model blends with its own background."""
     masks: Literal["auto", "ignore", "object"] = "auto"
-    """auto: use frames' mask_path (nerfstudio: train only inside masks); ignore: drop masks;
-    object: use the renderer's object masks (object_mask_path, else mask_path)."""
+    """auto: frames' mask_path are object masks (rays are drawn inside and outside; the rendered opacity is fitted
+    to the mask, the colour outside it to the eval background); with --mask-dir / --occlusion, or on some frames
+    only, they are train-only masks (nerfstudio: train only inside); ignore: drop masks; object: train only inside
+    the renderer's object masks (object_mask_path, else mask_path)."""
+    normalize: Literal["auto", "cameras", "none"] = "auto"
+    """nerfstudio format: centre and scale the poses from the cameras (and the sparse points of ply_file_path), so
+    the object fills the box [-1, 1]^3 (see nid_nerf.dataparsers.normalisation). auto: only when the transforms
+    file has no 'scene_box' and no nerfstudio pose option below is set (nid-render-collection's scenes keep their
+    frame); cameras: always; none: keep the file's frame. Exported meshes come back in the file's frame."""
     orientation_method: Literal["pca", "up", "vertical", "none"] = "none"
     """nerfstudio format only: how to re-orient the poses (none keeps the file's frame)."""
     center_method: Literal["poses", "focus", "none"] = "none"
@@ -117,6 +140,8 @@ class NIDSceneDataParser(DataParser):
         """The transforms file of the split being read (named in error messages)."""
         self._channels: int = 4
         """Channel count of the scene's images (4 if any frame has alpha): odd frames are converted to it."""
+        self._normalisations: Dict[str, Normalisation] = {}
+        """transforms file -> its normalisation, fitted once for all splits."""
 
     @property
     def scene_root(self) -> Path:
@@ -136,6 +161,8 @@ class NIDSceneDataParser(DataParser):
             outputs, file_box = self._nerfstudio_outputs(split)
         else:
             outputs, file_box = self._blender_outputs(split), None
+            scale = float(self.config.scale_factor)
+            outputs = _with_input_frame(outputs, np.diag([scale, scale, scale, 1.0]))
         outputs = self._apply_masks_policy(outputs)
         if split == "train":
             outputs = self._select_train_views(outputs)
@@ -150,8 +177,26 @@ class NIDSceneDataParser(DataParser):
                     f"(masks in {Path(outputs.mask_filenames[0]).parent.parent})"
                 )
         outputs = conform_images(outputs, self.scene_root, self.scene_name, self._channels)
+        outputs = mark_mask_roles(outputs, self.config.masks, self._mask_options(), self._channels)
         outputs = replace(outputs, scene_box=self._scene_box(fmt, file_box))
+        self._warn_if_cameras_miss_box(outputs)
         return as_nid_outputs(tag_scene(outputs, 0, self.scene_name))
+
+    def _warn_if_cameras_miss_box(self, outputs: DataparserOutputs) -> None:
+        """One line when most optical axes miss the scene box: the cameras do not look at what the field models
+        (poses in other units, or a box that is not around the object)."""
+        miss = axes_missing_box(outputs.cameras.camera_to_worlds.numpy(), outputs.scene_box.aabb.numpy())
+        key = f"{self._source}:box-warning"
+        if miss.mean() <= MISS_FRACTION or key in self._checked:
+            return
+        self._checked[key] = None
+        lo, hi = outputs.scene_box.aabb.tolist()
+        hint = "pass --normalize cameras" if self.config.normalize != "cameras" else "check the poses' convention"
+        CONSOLE.log(
+            f"[yellow]{self._source}: {int(miss.sum())} of {len(miss)} cameras look away from the scene box "
+            f"{[round(v, 3) for v in lo]}..{[round(v, 3) for v in hi]}; {hint} to centre and scale the poses on "
+            "the object, or set the box with --scene-scale"
+        )
 
     def _mask_options(self) -> TrainingMaskOptions:
         c = self.config
@@ -197,7 +242,71 @@ class NIDSceneDataParser(DataParser):
             and not self.config.auto_scale_poses
             and self.config.scale_factor == 1.0
         )
+        normalise = self.config.normalize == "cameras" or (
+            self.config.normalize == "auto" and keeps_frame and "scene_box" not in meta
+        )
+        outputs = _with_input_frame(outputs, self._nerfstudio_input_frame(meta, path, outputs))
+        if normalise:
+            return self._normalised(outputs, meta, path), None
         return outputs, meta.get("scene_box") if keeps_frame else None
+
+    def _nerfstudio_input_frame(self, meta: Dict, path: Path, outputs: DataparserOutputs) -> np.ndarray:
+        """4x4 from the transforms file's frame to nerfstudio's output frame (``p = scale * T p_file``).
+
+        nerfstudio's ``dataparser_transform`` starts from COLMAP's frame when the file has ``applied_transform``
+        (or a colmap/ folder), and its ``dataparser_scale`` includes ``applied_scale``, which the poses never got;
+        both are taken out so meshes land on the file's own cameras and sparse points.
+        """
+        applied = np.eye(4)
+        if "applied_transform" in meta:
+            applied[:3] = np.asarray(meta["applied_transform"], dtype=np.float64)[:3]
+        elif (path.parent / "colmap" / "sparse" / "0").exists():
+            applied[:3] = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, 0]]
+        transform = np.eye(4)
+        transform[:3] = outputs.dataparser_transform.double().numpy()
+        pose_scale = float(outputs.dataparser_scale) / float(meta.get("applied_scale", 1.0))
+        to_file = transform @ np.linalg.inv(applied)
+        to_file[:3] *= pose_scale
+        to_file[3] = [0, 0, 0, 1]
+        return to_file
+
+    def _normalised(self, outputs: DataparserOutputs, meta: Dict, path: Path) -> DataparserOutputs:
+        """The outputs in the frame of :func:`fit_normalisation`, fitted on every frame of the file (so train and
+        eval splits share it) and the sparse points; the input frame is kept in the metadata for mesh export."""
+        key = f"{path}:normalisation"
+        if key not in self._normalisations:
+            first = np.asarray(outputs.metadata[INPUT_FRAME_KEY])
+            poses = np.tile(np.eye(4), (len(meta["frames"]), 1, 1))
+            poses[:, :3] = np.array([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)[:, :3, :4]
+            poses = np.einsum("ij,njk->nik", first, poses)  # into nerfstudio's frame (identity by default)
+            half_fovs = np.array([_half_fov(f, meta) for f in meta["frames"]])
+            points = _sparse_points(path, meta)
+            if points is not None:
+                points = points @ first[:3, :3].T + first[:3, 3]
+            fit = fit_normalisation(poses[:, :3, :4], half_fovs, points)
+            self._normalisations[key] = fit
+            source = f"the cameras and {fit.num_points} sparse points" if fit.num_points else "the cameras"
+            CONSOLE.log(
+                f"{path}: centred on {np.round(fit.centre, 4).tolist()} and scaled by {fit.scale:.4g} (from {source}),"
+                " so the object fits the box [-1, 1]^3; meshes are exported in the file's frame"
+            )
+        fit = self._normalisations[key]
+        similarity = fit.matrix()
+        c2w = outputs.cameras.camera_to_worlds.clone()
+        c2w[:, :3, 3] = (c2w[:, :3, 3] - torch.tensor(fit.centre, dtype=c2w.dtype)) * fit.scale
+        outputs.cameras.camera_to_worlds = c2w
+        metadata = dict(outputs.metadata)
+        metadata[INPUT_FRAME_KEY] = torch.tensor(similarity @ np.asarray(metadata[INPUT_FRAME_KEY]),
+                                                 dtype=torch.float64)
+        if metadata.get("points3D_xyz") is not None:
+            xyz = metadata["points3D_xyz"]
+            metadata["points3D_xyz"] = (xyz - torch.tensor(fit.centre, dtype=xyz.dtype)) * fit.scale
+        # nerfstudio's convention (dataparser_transforms.json): p_out = scale * (transform @ p_original)
+        scale = float(outputs.dataparser_scale)
+        transform = outputs.dataparser_transform.clone()
+        transform[:, 3] -= torch.tensor(fit.centre, dtype=transform.dtype) / scale
+        return replace(outputs, cameras=outputs.cameras, metadata=metadata, dataparser_transform=transform,
+                       dataparser_scale=scale * fit.scale)
 
     def _check_nerfstudio(self, meta: Dict, path: Path) -> Optional[List[Tuple[int, int]]]:
         """Validate the file and its images once; returns each frame's image (width, height), EXIF applied
@@ -357,3 +466,36 @@ class NIDSceneDataParser(DataParser):
 
 def _image_size(path: Path) -> Tuple[int, int]:
     return read_image_info(path).size
+
+
+def _with_input_frame(outputs: DataparserOutputs, model_from_input: np.ndarray) -> DataparserOutputs:
+    metadata = dict(outputs.metadata)
+    metadata[INPUT_FRAME_KEY] = torch.tensor(np.asarray(model_from_input, dtype=np.float64))
+    return replace(outputs, metadata=metadata)
+
+
+def _half_fov(frame: Dict, meta: Dict) -> float:
+    """Half the field of view of the smaller image side, in radians."""
+    w, h = float(frame_value(frame, meta, "w")), float(frame_value(frame, meta, "h"))
+    fx, fy = float(frame_value(frame, meta, "fl_x")), float(frame_value(frame, meta, "fl_y") or frame_value(
+        frame, meta, "fl_x"))
+    return float(min(np.arctan(0.5 * w / fx), np.arctan(0.5 * h / fy)))
+
+
+def _sparse_points(path: Path, meta: Dict) -> Optional[np.ndarray]:
+    """The file's sparse points (``ply_file_path``), in its frame, or None."""
+    name = meta.get("ply_file_path")
+    if not name:
+        return None
+    ply = path.parent / name
+    if not ply.is_file():
+        raise NIDInputError(f"{path}: 'ply_file_path' names {ply}, which does not exist; fix or remove the entry")
+    import trimesh
+
+    try:
+        cloud = trimesh.load(str(ply), process=False)
+        points = np.asarray(getattr(cloud, "vertices", np.empty((0, 3))), dtype=np.float64).reshape(-1, 3)
+    except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
+        raise NIDInputError(f"{ply} (ply_file_path of {path}) cannot be read ({type(err).__name__}); re-export "
+                            "it as a PLY point cloud or remove the entry") from None
+    return points if len(points) else None

@@ -250,3 +250,29 @@ def _image_size(image: Path) -> Tuple[int, int]:
     from nid_nerf.dataparsers.image_info import read_image_info
 
     return read_image_info(image).size
+
+
+OBJECT_MASKS = "object_masks"
+"""Metadata key (bool): the outputs' ``mask_filenames`` are object masks (255 = object), to be matched by the
+rendered opacity (``NIDModelConfig.mask_loss_mult``) and sampled inside and outside, not train-only masks."""
+IMAGE_CHANNELS = "image_channels"
+"""Metadata key (int): 3 for RGB scenes, 4 for RGBA (picks ``NIDModelConfig.background_model`` auto)."""
+
+
+def mark_mask_roles(outputs: DataparserOutputs, policy: str, options: TrainingMaskOptions,
+                    channels: int) -> DataparserOutputs:
+    """``metadata[OBJECT_MASKS]`` and ``metadata[IMAGE_CHANNELS]`` of a split.
+
+    Frames' own ``mask_path`` under ``--masks auto`` are object masks (the photo-capture convention: DTU,
+    NeRD, ... ship 255 = object silhouettes). They stay train-only masks, as before, when they are ANDed with
+    ``--mask-dir`` / ``--occlusion`` masks (the combined file no longer tells object from hidden pixels), when
+    only some frames have one (the others carry an all-ones placeholder, ``frames.ones_mask``, that is not a
+    silhouette), and under ``--masks object`` (the renderer's masks of RGBA scenes, whose alpha already is one).
+    """
+    masks = outputs.mask_filenames
+    placeholder = masks is not None and any(Path(m).name.startswith("ones_") and Path(m).parent.name == "full_masks"
+                                            for m in masks)
+    object_masks = policy == "auto" and masks is not None and not options.active and not placeholder
+    metadata = dict(outputs.metadata)
+    metadata.update({OBJECT_MASKS: bool(object_masks), IMAGE_CHANNELS: int(channels)})
+    return replace(outputs, metadata=metadata)

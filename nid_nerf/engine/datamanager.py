@@ -33,6 +33,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from nid_nerf.dataparsers.training_masks import OBJECT_MASKS
 from nid_nerf.engine.distributed import rank_and_world_size, scenes_of, shard_images
 from nid_nerf.engine.nerfstudio_patches import pixel_sampler_kwargs, train_dataset_swapped
 from nid_nerf.errors import NIDInputError
@@ -73,6 +74,13 @@ def scene_indices(dataset: InputDataset) -> Optional[List[int]]:
     metadata = dataset.cameras.metadata or {}
     tags = metadata.get("scene_index")
     return None if tags is None else [int(t) for t in tags.reshape(-1).tolist()]
+
+
+def has_object_masks(dataset: Dataset) -> bool:
+    """Whether the dataset's masks are object masks (``training_masks.OBJECT_MASKS``; an ImageShard asks its
+    dataset), which the pixel samplers must not restrict the rays to."""
+    metadata = getattr(getattr(dataset, "dataset", dataset), "metadata", None) or {}
+    return bool(metadata.get(OBJECT_MASKS, False))
 
 
 def restrict_to_scenes(image_batch: Dict, image_scenes: Tensor, num_scenes: int) -> Dict:
@@ -191,6 +199,13 @@ class NIDDataManager(VanillaDataManager):
         passes (``nerfstudio_patches.pixel_sampler_kwargs``). nerfstudio's patch sampler is never used: its
         switch (``patch_size > 1``) applies only to a plain ``PixelSamplerConfig``.
         """
+        sampler = self._pick_pixel_sampler(dataset, num_rays_per_batch)
+        if has_object_masks(dataset):
+            # object masks feed the mask loss: rays outside them are drawn too (the image batch keeps "mask")
+            sampler.config = dataclasses.replace(sampler.config, ignore_mask=True)
+        return sampler
+
+    def _pick_pixel_sampler(self, dataset: Dataset, num_rays_per_batch: int) -> PixelSampler:
         is_train = dataset is getattr(self, "train_dataset", None)
         if not is_train or self.config.sampler == "uniform":
             return self._uniform_sampler(dataset, num_rays_per_batch)

@@ -320,4 +320,5 @@ def label_viewer_step() -> None:
         return original(self, step, num_rays_per_batch)
 
     update_scene._nid_labels_step = True  # type: ignore[attr-defined]
+    update_scene._nid_original = original  # type: ignore[attr-defined]
     viewer_class.update_scene = update_scene

@@ -14,6 +14,7 @@ every step; metrics, losses, callbacks and checkpoints use the unwrapped model (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Literal, Optional, Type, Union
 
 import torch
@@ -26,6 +27,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.engine.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
 from nid_nerf.engine.nerfstudio_patches import label_viewer_step, refuse_unsupported_export
+from nid_nerf.errors import NIDInputError
+from nid_nerf.fields.dictionary import weights_from_checkpoint
 from nid_nerf.models.nid_model import NIDModelConfig
 
 
@@ -64,8 +67,11 @@ class NIDPipeline(VanillaPipeline):
         label_viewer_step()  # ns-viewer: "Step: <checkpoint step>", not "Step: 0"
         # world_size=1 keeps VanillaPipeline from wrapping the model itself (GPU-only device_ids); the
         # datamanager takes the real rank and world size from torch.distributed
-        super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
-                         grad_scaler=grad_scaler)
+        # any test mode but ns-train's "val" builds the model for a checkpoint (eval_setup: ns-eval, ns-viewer,
+        # ns-render, nid-export-mesh), which then needs no dictionary file (see weights_from_checkpoint)
+        with weights_from_checkpoint(test_mode != "val"):
+            super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
+                             grad_scaler=grad_scaler)
         self.world_size = world_size
         self.local_rank = local_rank
         self._device_name = str(device)
@@ -102,6 +108,23 @@ class NIDPipeline(VanillaPipeline):
                 TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._rewrap_if_trainable_changed)
             )
         return callbacks
+
+    def load_pipeline(self, loaded_state, step: int) -> None:
+        """nerfstudio's loader; a checkpoint that does not fit a model built without its dictionary file is one line.
+
+        Without the file the model's shapes come from config.yml alone. Runs saved before config.yml recorded the
+        dictionary's architecture hold nid-field's defaults there, which do not fit their checkpoint.
+        """
+        try:
+            super().load_pipeline(loaded_state, step)
+        except RuntimeError as err:
+            path = self.model.config.dictionary_path
+            if path is None or Path(path).is_file() or "size mismatch" not in str(err):
+                raise
+            raise NIDInputError(
+                f"the checkpoint does not fit the layout in config.yml and dictionary {path} is missing (the config "
+                f"predates recorded layouts); put the dictionary.pt it was solved against back at {path}"
+            ) from None
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Set, Type
 
+import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -24,7 +25,8 @@ from nid_nerf.engine.allocator import keep_freed_memory
 from nid_nerf.engine.distributed import gather_objects, is_main_process
 from nid_nerf.engine.nerfstudio_patches import checkpoint_state, prepare_launch, unwrapped_state_dict
 from nid_nerf.errors import NIDInputError
-from nid_nerf.io import check_writable_folder, remove_stale_temp_files, torch_save, write_json
+from nid_nerf.fields.dictionary import architecture_of, weights_from_checkpoint
+from nid_nerf.io import check_writable_folder, remove_stale_temp_files, torch_save, write_json, write_text
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 """A checkpoint file as nerfstudio names it; anything else in ``nerfstudio_models/`` is no checkpoint."""
@@ -101,11 +103,30 @@ class NIDTrainer(Trainer):
         keep_freed_memory()  # 10-34 % faster CPU steps; see nid_nerf.engine.allocator
         if is_main_process():
             clean_checkpoint_folder(self.base_dir, self.checkpoint_dir)
+        model_config = self.config.pipeline.model
+        saved = architecture_of(model_config), getattr(model_config, "learn_codes", None)
+        resumes = self.config.load_dir is not None or self.config.load_checkpoint is not None
         try:
-            super().setup(test_mode=test_mode)
+            with weights_from_checkpoint(resumes):  # a resumed solve gets its dictionary from the checkpoint
+                super().setup(test_mode=test_mode)
         except NIDInputError:
             self._remove_new_run_folder()
             raise
+        if (architecture_of(model_config), getattr(model_config, "learn_codes", None)) != saved:
+            self._resave_config()
+
+    def _resave_config(self) -> None:
+        """Re-write config.yml with the architecture the model adopted from its dictionary.
+
+        ``ns-train`` saves config.yml before the model is built, so a solve against a 4-level dictionary would
+        record nid-field's 8 levels; loading the run without its dictionary.pt (moved, deleted) builds its
+        shapes from config.yml alone and must find the real ones.
+        """
+        if not is_main_process():
+            return
+        path = Path(self.base_dir) / "config.yml"
+        if path.is_file():
+            write_text(path, yaml.dump(self.config))
 
     def _remove_new_run_folder(self) -> None:
         base = Path(self.base_dir).absolute()

@@ -5,10 +5,12 @@ Everything in it is a tensor or a plain Python value, so it loads with ``torch.l
 
 from __future__ import annotations
 
+import contextvars
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -66,6 +68,37 @@ def export_dictionary(model, path: Path) -> Path:
     path = Path(path)
     torch_save(path, payload)
     return path
+
+
+_WEIGHTS_FROM_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar("nid_weights_from_checkpoint",
+                                                                                default=False)
+
+
+@contextmanager
+def weights_from_checkpoint(active: bool = True) -> Iterator[None]:
+    """Inside this block a model that is built only to receive a checkpoint may do without its dictionary file.
+
+    A solved run's checkpoint holds everything the dictionary gave it (experts, decoder, code, refine table, and
+    the ``code_mean`` / ``code_precision`` buffers), so ns-eval, ns-viewer, ns-render and nid-export-mesh
+    (``NIDPipeline`` with a test mode other than ``val``) and a resumed ns-train (``--load-dir``) need only the
+    layout recorded in config.yml. A fresh solve never enters this block, so a missing dictionary still stops it
+    with one line.
+    """
+    token = _WEIGHTS_FROM_CHECKPOINT.set(bool(active) or _WEIGHTS_FROM_CHECKPOINT.get())
+    try:
+        yield
+    finally:
+        _WEIGHTS_FROM_CHECKPOINT.reset(token)
+
+
+def building_for_checkpoint() -> bool:
+    """True inside :func:`weights_from_checkpoint`: the model's weights come from a checkpoint, not a dictionary."""
+    return _WEIGHTS_FROM_CHECKPOINT.get()
+
+
+def architecture_of(model_config) -> Dict[str, Any]:
+    """The model config's values of :data:`ARCHITECTURE_FIELDS` (what fixes the shapes of a checkpoint)."""
+    return {name: getattr(model_config, name) for name in ARCHITECTURE_FIELDS}
 
 
 def load_dictionary(path: Path) -> Dict[str, Any]:

@@ -79,6 +79,7 @@ class NIDField(nn.Module):
         self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
         self._mix_cache: Optional[Dict[int, Tensor]] = None
         self._compiled_core = None
+        self._compiled_color_head = None
         # per-scene refine table, added to the mixed table; set when solving a scene (was "residual" before 0.2)
         self.register_parameter("refine_table", None)
         if implementation == "tcnn":
@@ -174,7 +175,8 @@ class NIDField(nn.Module):
     def radiance(self, geo_feats: Float[Tensor, "R S G"], directions: Float[Tensor, "R 3"]) -> Float[Tensor, "R S 3"]:
         """Colour of samples grouped by ray; the direction encoding is computed once per ray."""
         sh = components_from_spherical_harmonics(self.sh_levels, directions)
-        return self.color_head(geo_feats, sh)
+        head = self._compiled_color_head if self._compiled_color_head is not None else self.color_head
+        return head(geo_feats, sh)
 
     def forward_rays(
         self, positions: Float[Tensor, "R S 3"], directions: Float[Tensor, "R 3"], scene_index: SceneIndex = None
@@ -232,9 +234,13 @@ class NIDField(nn.Module):
         return interpolate(table.reshape(-1, table.shape[-1]), idx, weights)
 
     def compile_core(self, enable: bool = True) -> None:
-        """Run :meth:`_geometry_core` through ``torch.compile`` (inductor; fused C++ on the CPU) from now on.
+        """Run :meth:`_geometry_core` and the colour head through ``torch.compile`` (inductor; fused C++ on the CPU).
 
         The first call of each kind (with / without the gradient, one scene / several) compiles, which
         takes tens of seconds on 2 cores; shapes are dynamic, so later batch sizes reuse the code.
         """
         self._compiled_core = torch.compile(self._geometry_core, dynamic=True) if enable else None
+        torch_head = isinstance(self.color_head, ColorHead)  # the tiny-cuda-nn head is fused already
+        # a compiled bound method, not a compiled module: a module attribute would enter the state dict twice
+        self._compiled_color_head = (torch.compile(self.color_head.forward, dynamic=True) if enable and torch_head
+                                     else None)

@@ -41,3 +41,15 @@ def lpips_if_available(pred: Float[Tensor, "1 3 H W"], gt: Float[Tensor, "1 3 H 
     assert _lpips is not None
     _lpips.to(pred.device)
     return float(_lpips(pred.clamp(0, 1), gt.clamp(0, 1)))
+
+
+def masked_psnr(
+    pred: Float[Tensor, "*bs 3"], gt: Float[Tensor, "*bs 3"], mask: Float[Tensor, "*bs 1"]
+) -> Float[Tensor, ""]:
+    """PSNR with the pixels outside ``mask`` set to black in both images, the MSE taken over the whole image.
+
+    The DTU few-view protocol (pixelNeRF / RegNeRF): background pixels count, as zero error, in the mean, so an
+    object covering a fraction f of the image with per-pixel MSE m inside scores -10 log10(f m), not -10 log10(m).
+    """
+    mask = mask.to(pred).clamp(0, 1)
+    return psnr(pred * mask, gt * mask)

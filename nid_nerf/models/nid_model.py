@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,14 @@ from torch import Tensor, nn
 from torch.nn import Parameter
 from torchmetrics.functional import structural_similarity_index_measure
 
+from nid_nerf.dataparsers.training_masks import IMAGE_CHANNELS, OBJECT_MASKS
+from nid_nerf.errors import NIDInputError
+from nid_nerf.fields.background import BackgroundFieldConfig, InvertedSphereBackground
 from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.fields.encoding import HashGridSpec
 from nid_nerf.fields.nid_field import NIDField
 from nid_nerf.fields.tcnn_backend import resolve_implementation
-from nid_nerf.model_components.image_metrics import lpips_if_available, psnr
+from nid_nerf.model_components.image_metrics import lpips_if_available, masked_psnr, psnr
 from nid_nerf.model_components.rendering import (
     grid_lookup,
     ray_aabb,
@@ -40,6 +43,18 @@ from nid_nerf.model_components.rendering import (
 )
 from nid_nerf.model_components.surface import first_crossing, refine_crossing
 from nid_nerf.threads import AdaptiveThreads
+
+
+def mask_bce(accumulation: Float[Tensor, "num_rays 1"], mask: Tensor) -> Float[Tensor, ""]:
+    """Mean binary cross-entropy of the accumulation against an object mask (1 = object).
+
+    ``log(acc + eps)`` and ``log(1 - acc + eps)`` (eps 1e-4) rather than clamping ``acc``: a clamp has zero
+    gradient beyond its bounds, so a background ray that reached accumulation 1 would never be pulled back.
+    """
+    eps = 1e-4
+    m = mask.to(accumulation).reshape(accumulation.shape)
+    acc = accumulation.clamp(0, 1)
+    return -(m * torch.log(acc + eps) + (1.0 - m) * torch.log(1.0 - acc + eps)).mean()
 
 
 class TrainingTerms(NamedTuple):
@@ -143,7 +158,7 @@ class NIDModelConfig(ModelConfig):
     # --- rendering
     num_coarse_samples: int = 64
     """Uniform samples per ray looked up in the cached SDF grid (cheap)."""
-    num_fine_samples: int = 32
+    num_fine_samples: int = 16
     """Importance samples per ray evaluated by the field during training."""
     eval_num_fine_samples: int = 12
     """Importance samples per ray at eval / viewer time."""
@@ -178,10 +193,22 @@ class NIDModelConfig(ModelConfig):
     """Weight of the eikonal loss, mean (|grad sdf| - 1)^2 over the eikonal points (keeps the field a distance)."""
     eikonal_points: int = 256
     """Extra uniformly random points per step for the eikonal loss."""
-    eikonal_sample_fraction: float = 0.25
+    eikonal_sample_fraction: float = 0.05
     """Share of the ray samples whose SDF gradient enters the eikonal loss."""
     alpha_loss_mult: float = 0.05
     """L1 between accumulation and the image alpha (RGBA data only)."""
+    mask_loss_mult: float = 0.1
+    """Object masks (frames' mask_path, nid-scene --masks auto): weight of the binary cross-entropy between the
+    accumulation and the mask (rays are drawn inside and outside it; 0 = off). The RGB target outside the mask is
+    the eval background, unless a background model renders it."""
+    # --- background
+    background_model: Literal["none", "inverted-sphere", "auto"] = "auto"
+    """What renders behind the SDF. inverted-sphere: a small radiance field beyond the scene box's bounding sphere
+    (nid_nerf.fields.background), composited with the SDF's transmittance; none: the fixed background colours.
+    auto: inverted-sphere for RGB scenes without object masks (photos with their background), none for RGBA or
+    masked scenes, collections and anything whose channels the dataparser did not record."""
+    background: BackgroundFieldConfig = field(default_factory=BackgroundFieldConfig)
+    """The inverted-sphere background's samples and MLP."""
 
 
 class NIDModel(Model):
@@ -197,8 +224,15 @@ class NIDModel(Model):
         self.num_scenes = int(metadata.get("num_scenes", 1))
         dictionary = None
         if cfg.dictionary_path is not None:
-            dictionary = load_dictionary(cfg.dictionary_path)
-            resolve_architecture(cfg, dictionary, cfg.dictionary_path)
+            from nid_nerf.fields.dictionary import building_for_checkpoint
+
+            if building_for_checkpoint() and not Path(cfg.dictionary_path).is_file():
+                # the checkpoint about to be loaded holds all the dictionary gave this run; config.yml holds its
+                # layout (the trainer re-saves it after adopting the dictionary's architecture)
+                CONSOLE.log(f"dictionary {cfg.dictionary_path} is not there; the checkpoint provides its weights")
+            else:
+                dictionary = load_dictionary(cfg.dictionary_path)
+                resolve_architecture(cfg, dictionary, cfg.dictionary_path)
             cfg.learn_codes = True
         spec = HashGridSpec(cfg.num_levels, cfg.log2_table_size, cfg.features_per_level, cfg.base_resolution,
                             cfg.max_resolution)
@@ -218,11 +252,12 @@ class NIDModel(Model):
         if cfg.compile_field:
             self.field.compile_core()
         self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init)))
-        if dictionary is not None:
+        if cfg.dictionary_path is not None:
             self._adopt_dictionary(dictionary)
         g = cfg.grid_resolution
         self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
         self._lpips_logged = False
+        self._setup_background(metadata)
         self.last_render: Dict[str, Tensor] = {}
         """eval_render=surface: which rays of the latest eval chunk were rendered as a surface, which by volume."""
 
@@ -232,18 +267,27 @@ class NIDModel(Model):
         """nid-dict runs (learned codes, no dictionary loaded) write dictionary.pt with each checkpoint."""
         return self.config.learn_codes and self.config.dictionary_path is None
 
-    def _adopt_dictionary(self, dictionary: Dict) -> None:
-        """Frozen experts and decoder from the dictionary; the code starts at the dictionary's mean code."""
+    def _adopt_dictionary(self, dictionary: Optional[Dict]) -> None:
+        """Frozen experts and decoder from the dictionary; the code starts at the dictionary's mean code.
+
+        ``None`` (loading a checkpoint whose dictionary file is gone): the same modules, parameters and buffers
+        with placeholder values (mean code 0, identity precision), which ``load_state_dict`` then overwrites (a
+        checkpoint of another shape fails there, see ``NIDPipeline.load_pipeline``).
+        """
         field = self.field
-        with torch.no_grad():
-            field.experts.tables.copy_(dictionary["tables"])
-            field.geometry.load_state_dict(dictionary["geometry"])
-            field.color_head.load_state_dict(dictionary["color_head"])
-            self.log_beta.copy_(dictionary["log_beta"])
-            if self.config.solve_beta_init is not None:
-                self.log_beta.fill_(math.log(max(self.config.solve_beta_init - self.config.beta_min, 1e-6)))
-            field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
-            field.gate.sparse.fill_(self.config.solve_gate == "top-k")
+        if dictionary is None:
+            k = field.gate.num_experts
+            dictionary = {"code_mean": torch.zeros(k), "code_cov": torch.eye(k)}
+        else:
+            with torch.no_grad():
+                field.experts.tables.copy_(dictionary["tables"])
+                field.geometry.load_state_dict(dictionary["geometry"])
+                field.color_head.load_state_dict(dictionary["color_head"])
+                self.log_beta.copy_(dictionary["log_beta"])
+                if self.config.solve_beta_init is not None:
+                    self.log_beta.fill_(math.log(max(self.config.solve_beta_init - self.config.beta_min, 1e-6)))
+                field.gate.codes.copy_(dictionary["code_mean"][None].expand_as(field.gate.codes))
+                field.gate.sparse.fill_(self.config.solve_gate == "top-k")
         self.register_buffer("code_mean", dictionary["code_mean"].clone())
         self.register_buffer("code_precision", torch.linalg.inv(dictionary["code_cov"]))
         for p in list(field.experts.parameters()) + field.decoder_parameters():
@@ -253,6 +297,44 @@ class NIDModel(Model):
     @property
     def refining(self) -> bool:
         return self.field.refine_table is not None and self.field.refine_table.requires_grad
+
+    def _setup_background(self, metadata: Dict) -> None:
+        """``object_masks`` (the dataparser's ``OBJECT_MASKS``) and ``background`` (None or the inverted-sphere
+        field) from the config and the training data's metadata; see ``background_model``."""
+        cfg = self.config
+        self.object_masks = bool(metadata.get(OBJECT_MASKS, False))
+        channels = metadata.get(IMAGE_CHANNELS)
+        kind = cfg.background_model
+        if kind == "auto":
+            kind = "inverted-sphere" if channels == 3 and not self.object_masks else "none"
+        if kind not in ("none", "inverted-sphere"):
+            raise NIDInputError(f"model.background-model is {kind!r}; use none, inverted-sphere or auto")
+        if kind == "inverted-sphere" and channels == 4:
+            raise NIDInputError("model.background-model inverted-sphere needs RGB images, but this scene is RGBA "
+                                "(its alpha already separates the background); use none or auto")
+        self.background: Optional[InvertedSphereBackground] = (
+            InvertedSphereBackground(self.scene_box.aabb, cfg.background) if kind == "inverted-sphere" else None
+        )
+
+    def _with_background(self, outputs: Dict[str, Tensor], origins: Tensor, directions: Tensor) -> Dict[str, Tensor]:
+        """``rgb`` = SDF render + its transmittance x the background field's colour (no-op without a background).
+
+        Training: every ray, with gradients. Eval: only rays the SDF leaves partly transparent (the surface
+        render's rays have accumulation exactly 1 and keep their colour; ``rgb`` is clamped as before).
+        """
+        if self.background is None:
+            return outputs
+        acc = outputs["accumulation"]
+        fill = colors.COLORS_DICT[self.config.eval_background_color].to(origins)
+        if self.training:
+            bg = self.background(origins, directions, fill, jitter=True)
+            outputs["rgb"] = outputs["rgb_raw"] + (1.0 - acc) * bg["rgb"]
+            return outputs
+        rays = torch.nonzero(acc[:, 0] < 1.0)[:, 0]
+        if rays.numel() > 0:
+            bg = self.background(origins[rays], directions[rays], fill, jitter=False)
+            outputs["rgb"][rays] = (outputs["rgb_raw"][rays] + (1.0 - acc[rays]) * bg["rgb"]).clamp(0, 1)
+        return outputs
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -298,6 +380,8 @@ class NIDModel(Model):
         }
         if isinstance(self.field.gate.codes, Parameter):
             groups["codes"] = [self.field.gate.codes]
+        if self.background is not None:
+            groups["background"] = list(self.background.parameters())
         return groups
 
     def get_training_callbacks(
@@ -358,7 +442,8 @@ class NIDModel(Model):
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
         edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
         if self.training:
-            return self._render(origins, directions, scene, edges_c, w_c, hit, far)
+            return self._with_background(self._render(origins, directions, scene, edges_c, w_c, hit, far), origins,
+                                         directions)
         # at eval, rays the cached grid sees as empty are background: no field evaluation at all
         active = hit & (w_c.sum(-1) > self.config.eval_skip_threshold)
         bg = colors.COLORS_DICT[self.config.eval_background_color].to(origins)
@@ -391,7 +476,7 @@ class NIDModel(Model):
                                edges_c[active], w_c[active], hit[active], far[active])
             for key, value in sub.items():
                 outputs[key][active] = value
-        return outputs
+        return self._with_background(outputs, origins, directions)
 
     def _render_surface(
         self, origins: Tensor, directions: Tensor, scene: Optional[Tensor], t_a: Tensor, t_b: Tensor
@@ -508,12 +593,16 @@ class NIDModel(Model):
         return out
 
     def _targets(
-        self, outputs: Dict[str, Tensor], image: Float[Tensor, "num_rays channels"]
+        self, outputs: Dict[str, Tensor], image: Float[Tensor, "num_rays channels"],
+        mask: Optional[Tensor] = None,
     ) -> Tuple[Float[Tensor, "num_rays 3"], Float[Tensor, "num_rays 3"]]:
         """Prediction and ground truth composited on the same background.
 
         RGBA data in training with ``background_color`` random: a fresh uniform background per ray, drawn
         here (one ``torch.rand_like`` per call), so that alpha is learnable; else a fixed colour.
+        RGB data with object masks (``mask`` [num_rays, 1], 1 = object) and no background model: the target is
+        the photo inside the mask and the eval background outside it, which the prediction (SDF render on that
+        background) reaches with accumulation 0 there, so those pixels are trained empty instead of left as fog.
         """
         image = image.to(outputs["rgb_raw"])
         if image.shape[-1] == 4:
@@ -525,6 +614,10 @@ class NIDModel(Model):
                 bg = colors.COLORS_DICT[name or self.config.eval_background_color].to(rgb).expand_as(rgb)
             pred = outputs["rgb_raw"] + bg * (1.0 - outputs["accumulation"])
             return pred, rgb * alpha + bg * (1.0 - alpha)
+        if mask is not None and self.object_masks and self.background is None:
+            m = mask.to(image).reshape(-1, 1)
+            bg = colors.COLORS_DICT[self.config.eval_background_color].to(image)
+            image = image * m + bg * (1.0 - m)
         return outputs["rgb"], image
 
     def get_training_terms(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> TrainingTerms:
@@ -535,13 +628,13 @@ class NIDModel(Model):
         background, so the loss and the residual fed to the ray sampler would see different backgrounds
         (and the random stream would advance twice per step).
         """
-        pred, gt = self._targets(outputs, batch["image"])
+        pred, gt = self._targets(outputs, batch["image"], batch.get("mask"))
         per_ray_residual = (pred - gt).abs().mean(-1).detach()
         return TrainingTerms(self._metrics(pred, gt), self._losses(outputs, batch, pred, gt), per_ray_residual)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         """nerfstudio's metrics hook (evaluation batches); training steps use :meth:`get_training_terms`."""
-        pred, gt = self._targets(outputs, batch["image"])
+        pred, gt = self._targets(outputs, batch["image"], batch.get("mask"))
         return self._metrics(pred, gt)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
@@ -549,7 +642,7 @@ class NIDModel(Model):
 
         At evaluation the background is a fixed colour, so this and ``get_metrics_dict`` composite alike.
         """
-        pred, gt = self._targets(outputs, batch["image"])
+        pred, gt = self._targets(outputs, batch["image"], batch.get("mask"))
         return self._losses(outputs, batch, pred, gt)
 
     def _metrics(self, pred: Float[Tensor, "num_rays 3"], gt: Float[Tensor, "num_rays 3"]) -> Dict[str, Tensor]:
@@ -575,6 +668,8 @@ class NIDModel(Model):
         if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
             alpha = image[..., 3:].to(outputs["accumulation"])
             losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
+        if cfg.mask_loss_mult > 0 and self.object_masks and "mask" in batch:
+            losses["mask_loss"] = cfg.mask_loss_mult * mask_bce(outputs["accumulation"], batch["mask"])
         if self.training and self.field.refine_table is not None:
             delta = self.field.gate.codes - self.code_mean
             losses["code_prior_loss"] = cfg.code_prior_mult * torch.einsum(
@@ -602,8 +697,13 @@ class NIDModel(Model):
         return torch.cat((rgb, acc.clamp(0, 1)), dim=-1)
 
     def get_image_metrics_and_images(
-        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Any]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """Full-image psnr / ssim (/ lpips); with a mask in the batch also psnr_masked / ssim_masked (DTU protocol).
+
+        ``batch`` is nerfstudio's image batch: ``image`` [H, W, C], ``mask`` [H, W, 1] when the split has masks, and
+        the integer ``image_idx``.
+        """
         image = batch["image"].to(outputs["rgb"])
         if image.shape[-1] == 4:
             bg = colors.COLORS_DICT[self.config.eval_background_color].to(image)
@@ -614,6 +714,13 @@ class NIDModel(Model):
             "psnr": float(psnr(pred, image)),
             "ssim": float(structural_similarity_index_measure(pred_chw, gt_chw, data_range=1.0)),
         }
+        if batch.get("mask") is not None:
+            # DTU / RegNeRF protocol: outside the mask both images are black, the mean is over the whole image
+            mask = batch["mask"].to(pred).reshape(*pred.shape[:2], 1)
+            metrics["psnr_masked"] = float(masked_psnr(pred, image, mask))
+            mask_chw = mask.permute(2, 0, 1)[None]
+            metrics["ssim_masked"] = float(structural_similarity_index_measure(pred_chw * mask_chw, gt_chw * mask_chw,
+                                                                               data_range=1.0))
         lpips = lpips_if_available(pred_chw, gt_chw)
         if lpips is not None:
             metrics["lpips"] = lpips
