@@ -17,7 +17,7 @@ from nid_nerf.fields.mlp import ColorHead, TangentMLP
 
 TINY = cl.Arch(num_levels=1, log2_table_size=6, features_per_level=2, base_resolution=4, max_resolution=4,
                geo_hidden_dim=4, geo_num_layers=1, geo_feat_dim=1, color_hidden_dim=4, color_num_layers=1,
-               pe_freqs=0, sh_levels=1)
+               grid_resolution=48, pe_freqs=0, sh_levels=1)
 
 
 def test_tiny_spec_is_one_hashed_level():
@@ -68,7 +68,7 @@ def test_colour_counts_by_hand():
 
 def test_matmul_flops_match_torch_flop_counter():
     """The MLP matmul counts agree with torch's own FLOP counter on the real modules (default sizes)."""
-    arch = cl.Arch()
+    arch = cl.Arch.of()
     w = cl.work_per_sample(arch.spec, arch, samples_per_ray=8)
     n, rays = 64, 8
     din = arch.spec.output_dim + 3 * (1 + 2 * arch.pe_freqs)
@@ -87,7 +87,7 @@ def test_matmul_flops_match_torch_flop_counter():
 def test_param_counts_match_the_field():
     from nid_nerf.fields.nid_field import NIDField
 
-    arch = cl.Arch()
+    arch = cl.Arch.of()
     field = NIDField(torch.tensor([[-1.0] * 3, [1.0] * 3]), arch.spec)
     counts = cl.param_counts(arch)
     assert counts["table"] == field.experts.tables.numel()
@@ -97,7 +97,7 @@ def test_param_counts_match_the_field():
 def test_step_counts_and_bound():
     counts = cl.StepCounts()
     assert (counts.fine_samples, counts.eikonal, counts.grid_slab) == (32768, 8448, 48 * 48 * 3)
-    parts = cl.step_work(cl.Arch(), counts)
+    parts = cl.step_work(cl.Arch.of(), counts)
     assert all(x.flops > 0 and x.bytes_torch >= x.bytes_min > 0 for x in parts.values())
     peaks = cl.Peaks(gflops=1.0, stream_gbs=1.0, gather_gbs=0.5, scatter_gbs=0.25)
     b = peaks.bound(cl.Work(flops=2e9, bytes_min=3e9, bytes_torch=5e9, gather_bytes=2e9, scatter_bytes=0.5e9), True)

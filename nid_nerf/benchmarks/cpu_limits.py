@@ -306,26 +306,33 @@ def composite_work(backward: bool = False) -> Work:
 
 @dataclass
 class Arch:
-    """The sizes the per-sample costs depend on (``NIDModelConfig`` fields of the same names)."""
+    """The sizes the per-sample costs depend on (``NIDModelConfig`` fields of the same names; build it with
+    :meth:`of` so the defaults live in one place)."""
 
-    num_levels: int = 8
-    log2_table_size: int = 15
-    features_per_level: int = 2
-    base_resolution: int = 16
-    max_resolution: int = 256
-    geo_hidden_dim: int = 64
-    geo_num_layers: int = 1
-    geo_feat_dim: int = 15
-    color_hidden_dim: int = 64
-    color_num_layers: int = 2
+    num_levels: int
+    log2_table_size: int
+    features_per_level: int
+    base_resolution: int
+    max_resolution: int
+    geo_hidden_dim: int
+    geo_num_layers: int
+    geo_feat_dim: int
+    color_hidden_dim: int
+    color_num_layers: int
+    grid_resolution: int
     pe_freqs: int = 2
     sh_levels: int = 4
-    grid_resolution: int = 48
 
     @classmethod
-    def of(cls, model_config) -> Arch:
-        """From a NIDModelConfig (pe_freqs and sh_levels are NIDField's defaults, not config fields)."""
-        return cls(**{f.name: getattr(model_config, f.name) for f in fields(cls) if hasattr(model_config, f.name)})
+    def of(cls, model_config=None, **changes) -> Arch:
+        """From a NIDModelConfig (default: its defaults), with ``changes`` applied (pe_freqs and sh_levels are
+        NIDField's defaults, not config fields)."""
+        if model_config is None:
+            from nid_nerf.models.nid_model import NIDModelConfig
+
+            model_config = NIDModelConfig()
+        values = {f.name: getattr(model_config, f.name) for f in fields(cls) if hasattr(model_config, f.name)}
+        return cls(**{**values, **changes})
 
     @property
     def spec(self) -> HashGridSpec:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nid_nerf.errors import NIDInputError
-from nid_nerf.io import check_writable_folder, write_json
+from nid_nerf.io import check_writable_folder, process_alive, write_json
 from nid_nerf.synthetic.cameras import Pinhole, orbit_views
 from nid_nerf.synthetic.colored_mesh import ColoredMesh
 from nid_nerf.synthetic.colors import load_colors_file, palette_color
@@ -247,7 +247,7 @@ def clean_stale_temp_folders(output_dir: Path) -> List[str]:
     removed = []
     for tmp in Path(output_dir).glob(f"{TEMP_PREFIX}*"):
         pid = _pid_of_temp(tmp.name)
-        if pid is not None and _alive(pid) and pid != os.getpid():
+        if pid is not None and process_alive(pid) and pid != os.getpid():
             continue
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -397,15 +397,6 @@ def _pid_of_temp(name: str) -> Optional[int]:
     head = name[len(TEMP_PREFIX) :].split("-", 1)[0]
     return int(head) if head.isdigit() else None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _version() -> str:
