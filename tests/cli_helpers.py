@@ -40,3 +40,20 @@ def render_vases(out: Path, count: int, views_train: int, views_test: int) -> Pa
                   "--workers", "1"])
     assert result.returncode == 0, result.stderr
     return out
+
+
+def plane_rays(n: int, half_width: float, origin: Sequence[float]):
+    """A RayBundle of about ``n`` rays from ``origin`` through a square grid of side 2 * ``half_width`` on z = 0
+    (the model tests' cameras: a point on the -z side looking at the unit box)."""
+    import math
+
+    import torch
+    from nerfstudio.cameras.rays import RayBundle
+
+    side = int(math.sqrt(n))
+    lin = torch.linspace(-half_width, half_width, side)
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    targets = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.zeros(side * side)], -1)
+    origins = torch.tensor(list(origin), dtype=torch.float32).expand_as(targets).clone()
+    directions = torch.nn.functional.normalize(targets - origins, dim=-1)
+    return RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(len(origins), 1))

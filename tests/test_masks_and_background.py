@@ -15,6 +15,7 @@ from typing import List
 import numpy as np
 import pytest
 import torch
+from cli_helpers import plane_rays
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
@@ -106,13 +107,7 @@ def _tiny_model(**overrides):
 
 def _rays(n: int = 256) -> RayBundle:
     """Rays from z = -3 through a grid on the z = 0 plane, half of them past the box (|x| or |y| up to 2.5)."""
-    side = int(math.sqrt(n))
-    lin = torch.linspace(-2.5, 2.5, side)
-    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-    targets = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.zeros(side * side)], -1)
-    origins = torch.tensor([0.05, -0.1, -3.0]).expand_as(targets).clone()
-    directions = torch.nn.functional.normalize(targets - origins, dim=-1)
-    return RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(len(origins), 1))
+    return plane_rays(n, 2.5, (0.05, -0.1, -3.0))
 
 
 # ------------------------------------------------------------------------------------------------- masked metrics

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from cli_helpers import plane_rays
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
@@ -51,15 +50,9 @@ def _sphere_model(**overrides):
 
 
 def _rays(n: int = 400) -> RayBundle:
-    """Rays from a camera on the -z side, aimed at a jittered grid of points on the z = 0 plane."""
+    """Rays from a camera on the -z side, aimed at a grid of points on the z = 0 plane."""
     torch.manual_seed(1)
-    side = int(math.sqrt(n))
-    lin = torch.linspace(-0.8, 0.8, side)
-    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-    targets = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.zeros(side * side)], -1)
-    origins = torch.tensor([0.1, -0.2, -3.0]).expand_as(targets).clone()
-    directions = torch.nn.functional.normalize(targets - origins, dim=-1)
-    return RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(len(origins), 1))
+    return plane_rays(n, 0.8, (0.1, -0.2, -3.0))
 
 
 @torch.no_grad()
