@@ -1,15 +1,17 @@
 """``nid-collection``: a folder of scene folders read as one dataset, each image tagged with its scene index.
 
 Scenes are numbered by sorted folder name (after the include/exclude filters). Each scene is read by
-:class:`NIDSceneDataParser` with the same options (so ``--num-train-views`` applies per scene), and scenes may
-differ in intrinsics and resolution.
+:class:`NIDSceneDataParser` with the same options (so ``--num-train-views`` applies per scene). Every scene must
+have the same number of training images (after ``--num-train-views``), and in nerfstudio format either every
+scene or none has split lists (``train_filenames`` ...); otherwise one line names the first scene that differs
+and the fix. Scenes may differ in intrinsics and resolution (each image keeps its own size; one line says so).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, Tuple, Type
+from typing import List, Optional, Set, Tuple, Type
 
 import torch
 from nerfstudio.data.dataparsers.base_dataparser import DataParser
@@ -25,7 +27,7 @@ from nid_nerf.dataparsers.outputs import (
     tag_scene,
 )
 from nid_nerf.dataparsers.scene import NIDSceneDataParser, NIDSceneDataParserConfig
-from nid_nerf.dataparsers.validation import check_data_path
+from nid_nerf.dataparsers.validation import check_data_path, read_json
 from nid_nerf.errors import NIDInputError
 
 
@@ -62,6 +64,8 @@ class NIDCollectionDataParser(DataParser):
     def __init__(self, config: NIDCollectionDataParserConfig):
         super().__init__(config=config)
         self._parsers: Optional[List[NIDSceneDataParser]] = None
+        self._split_lists_checked = False
+        self._resolution_logged = False
 
     def scene_folders(self) -> List[Path]:
         root = check_data_path(self.config.data, "collection folder")
@@ -109,6 +113,7 @@ class NIDCollectionDataParser(DataParser):
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> NIDDataparserOutputs:
         parsers = self._scene_parsers()
+        self._check_split_lists_agree(parsers)
         names = [p.scene_name for p in parsers]
         per_scene = []
         quiet = CONSOLE.quiet
@@ -119,6 +124,8 @@ class NIDCollectionDataParser(DataParser):
                 per_scene.append(tag_scene(outputs, index, parser.scene_name))
         finally:
             CONSOLE.quiet = quiet
+        if split == "train":
+            self._check_scenes_agree(parsers, per_scene)
         num_images = sum(len(o.image_filenames) for o in per_scene)
         CONSOLE.log(f"nid-collection: {len(parsers)} scenes, {num_images} {split} images")
         hidden = [f for o in per_scene for f in o.metadata.get("occlusion_hidden_fractions") or []]
@@ -155,3 +162,54 @@ class NIDCollectionDataParser(DataParser):
             dataparser_transform=per_scene[0].dataparser_transform if same_frame else torch.eye(4)[:3, :],
             dataparser_scale=float(scales[0]) if same_frame else 1.0,
         )
+
+    def _check_split_lists_agree(self, parsers: List[NIDSceneDataParser]) -> None:
+        """nerfstudio-format scenes: all or none have split lists, else the ones without would be split by
+        fraction (``--train-split-fraction``) while the others use their lists: different views, silently."""
+        if self._split_lists_checked or self.config.format == "blender":
+            return
+        with_lists, without = [], []
+        for parser in parsers:
+            path = Path(parser.config.data)
+            path = path if path.suffix.lower() == ".json" else path / "transforms.json"
+            if not path.is_file():
+                continue  # Blender format: split by file
+            meta = read_json(path)
+            (with_lists if any(f"{s}_filenames" in meta for s in ("train", "val", "test")) else without).append(path)
+        if with_lists and without:
+            raise NIDInputError(
+                f"{without[0]} has no split lists (train_filenames, val_filenames, test_filenames) but "
+                f"{len(with_lists)} other scene(s) of {self.config.data} have them (e.g. {with_lists[0]}), so its "
+                "views would be split by fraction instead; add train_filenames, val_filenames and test_filenames "
+                f"like the other scenes, or pass --exclude-scenes {without[0].parent.name} to leave it out"
+            )
+        self._split_lists_checked = True
+
+    def _check_scenes_agree(self, parsers: List[NIDSceneDataParser], per_scene: List[NIDDataparserOutputs]) -> None:
+        """Training images: every scene has as many (after --num-train-views) as the first, else one line names
+        the first scene that differs. Resolution: scenes may differ (one line says so, once)."""
+        counts = [len(o.image_filenames) for o in per_scene]
+        odd = next((k for k, n in enumerate(counts) if n != counts[0]), None)
+        if odd is not None:
+            first, other = parsers[0], parsers[odd]
+            raise NIDInputError(
+                f"{other.source}: {counts[odd]} training images, but the first scene's {first.source} has "
+                f"{counts[0]} (every scene of a collection needs the same number); give every scene as many train "
+                f"views, pass --num-train-views {min(counts)} to keep that many per scene, or pass --scenes / "
+                f"--exclude-scenes {other.scene_name} to leave it out"
+            )
+        sizes = [_sizes(o) for o in per_scene]
+        odd = next((k for k, s in enumerate(sizes) if s != sizes[0]), None)
+        if odd is not None and not self._resolution_logged:
+            self._resolution_logged = True
+            (w0, h0), (w, h) = min(sizes[0]), min(sizes[odd] - sizes[0] or sizes[odd])
+            CONSOLE.log(
+                f"nid-collection: scenes differ in resolution ({parsers[0].scene_name} is {w0}x{h0}, "
+                f"{parsers[odd].scene_name} is {w}x{h}); each image keeps its own size"
+            )
+
+
+def _sizes(outputs: NIDDataparserOutputs) -> Set[Tuple[int, int]]:
+    """The (width, height) of the cameras of one scene."""
+    cameras = outputs.cameras
+    return {(int(w), int(h)) for w, h in zip(cameras.width.reshape(-1).tolist(), cameras.height.reshape(-1).tolist())}

@@ -78,7 +78,8 @@ class NIDSceneDataParserConfig(DataParserConfig):
     format: Literal["auto", "nerfstudio", "blender"] = "auto"
     """auto: transforms.json -> nerfstudio, transforms_train.json -> blender."""
     num_train_views: Optional[int] = None
-    """Keep this many training views, picked by farthest-point sampling on the camera centres (None: all)."""
+    """Keep this many training views, picked by farthest-point sampling on the camera centres (None: all). More
+    than the train split has is an error."""
     train_view_indices: Optional[Tuple[int, ...]] = None
     """Explicit training views (indices into the train split, in file order); wins over num_train_views."""
     scene_scale: Optional[float] = None
@@ -142,6 +143,11 @@ class NIDSceneDataParser(DataParser):
         """Channel count of the scene's images (4 if any frame has alpha): odd frames are converted to it."""
         self._normalisations: Dict[str, Normalisation] = {}
         """transforms file -> its normalisation, fitted once for all splits."""
+
+    @property
+    def source(self) -> Path:
+        """The transforms file of the split read last (named in error messages)."""
+        return self._source
 
     @property
     def scene_root(self) -> Path:
@@ -439,7 +445,10 @@ class NIDSceneDataParser(DataParser):
         indices, num = self.config.train_view_indices, self.config.num_train_views
         n = len(outputs.image_filenames)
         if num is not None and num > n and not indices:
-            CONSOLE.log(f"[yellow]{self.scene_name}: asked for {num} training views but it has {n}; using all {n}")
+            raise NIDInputError(
+                f"{self._source}: --num-train-views {num} asks for more training views than the {n} it has; pass "
+                f"at most {n}, or leave --num-train-views out to use all"
+            )
         try:
             keep = select_train_views(outputs.cameras.camera_to_worlds[:, :3, 3], num, indices)
         except ValueError as err:
