@@ -70,7 +70,8 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     for name in ("vases_0000", "vases_0001"):
         shutil.copytree(collection / name, train / name)
     dict_args = ["--pipeline.model.num-experts", "4", "--pipeline.model.top-k", "2",
-                 "--pipeline.model.dense-warmup-steps", "10", "--pipeline.model.usage-log-interval", "10"]
+                 "--pipeline.model.dense-warmup-steps", "10", "--pipeline.model.usage-log-interval", "10",
+                 "--pipeline.model.encoder-steps", "20"]
     result = run(["ns-train", "nid-dict", "--data", train, "--output-dir", tmp_path / "dict",
                   "--max-num-iterations", "20", "--steps-per-save", "20", *dict_args, *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,12 +79,16 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     payload = torch.load(dictionary, weights_only=True)
     assert payload["tables"].shape[0] == 4 and payload["codes"].shape == (2, 4)
     assert payload["code_cov"].shape == (4, 4)
+    assert payload["encoder"]["spec"]["num_experts"] == 4, "nid-dict fits the code encoder after pretraining"
+    assert "code encoder: 20 steps on 2 scenes' codes" in result.stdout
 
     # solve a held-out scene against it: 10 solve steps, then refine
     result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "solve",
                   "--pipeline.model.dictionary-path", dictionary, "--pipeline.model.solve-steps", "10",
                   "--max-num-iterations", "20", "--steps-per-save", "20", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join(result.stdout.split())
+    assert "the solve starts from the code the dictionary's encoder predicts from 12 training views" in said
     state = torch.load(next((tmp_path / "solve").rglob("*.ckpt")), weights_only=True)["pipeline"]
     tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
     assert torch.equal(tables, payload["tables"]), "the dictionary stays frozen while solving"
@@ -93,6 +98,15 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     sparse = next(v for k, v in state.items() if k.endswith("field.gate.sparse"))
     assert not bool(sparse), "the default solve gate is dense"
     assert bool(((codes[0] - payload["code_mean"]).abs() > 1e-6).all()), "a dense solve moves every entry of the code"
+
+    # an older dictionary without an encoder: the mean code, said in one line
+    old = tmp_path / "old_dictionary.pt"
+    torch.save({k: v for k, v in payload.items() if k != "encoder"}, old)
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "old",
+                  "--pipeline.model.dictionary-path", old, "--max-num-iterations", "1", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join(result.stdout.split())
+    assert "no code encoder" in said and "starts from the mean code" in said, said[-3000:]
 
     # a dictionary whose architecture disagrees with explicit options fails with one line
     result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "bad",

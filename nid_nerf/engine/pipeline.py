@@ -72,6 +72,8 @@ class NIDPipeline(VanillaPipeline):
         with weights_from_checkpoint(test_mode != "val"):
             super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
                              grad_scaler=grad_scaler)
+        if test_mode == "val" and self.model.config.dictionary_path is not None:
+            self._start_solve()
         self.world_size = world_size
         self.local_rank = local_rank
         self._device_name = str(device)
@@ -79,6 +81,29 @@ class NIDPipeline(VanillaPipeline):
         if world_size > 1:
             self._wrap()
             dist.barrier()
+
+    def _start_solve(self) -> None:
+        """Where a solve against a dictionary starts: the code the dictionary's encoder predicts from the training
+        views (``code_init encoder``), else the mean code the model already holds; then the cached SDF grid is
+        brought to that field, so the first steps sample the predicted surface, not the initial sphere."""
+        model = self.model
+        start = model.field.gate.codes[0].detach().clone()
+        if model.config.code_init == "encoder":
+            payload = getattr(model, "dictionary_encoder", None)
+            if payload is None:
+                CONSOLE.log(f"dictionary {model.config.dictionary_path} has no code encoder (pretrained by an older "
+                            "nid-nerf); the solve starts from the mean code. Fit one with nid-export-dictionary "
+                            "--load-config <its nid-dict run>/config.yml")
+            else:
+                from nid_nerf.fields.code_encoder import CodeEncoder, predict_code
+
+                encoder = CodeEncoder.from_payload(payload)
+                dataset = self.datamanager.train_dataset
+                images = [dataset.get_image_float32(i) for i in range(len(dataset))]
+                start = predict_code(encoder, images, dataset.cameras.camera_to_worlds, model.scene_box.aabb)
+                CONSOLE.log(f"nid: the solve starts from the code the dictionary's encoder predicts from "
+                            f"{len(dataset)} training views")
+        model.start_code(start)
 
     def _wrap(self) -> None:
         model = self.model  # unwrapped

@@ -178,11 +178,27 @@ class NIDTrainer(Trainer):
                 )
             raise SystemExit(130) from None
 
+    code_encoder = None
+    """nid-dict: the code encoder fitted after training (written into dictionary.pt with the final checkpoint)."""
+
     def _after_train(self) -> None:
         # before nerfstudio's _after_train, where rank 0 may stay serving the viewer for good
         if self.world_size > 1:
             self._write_shard_report()
-        super()._after_train()
+        self._fit_code_encoder()
+        super()._after_train()  # saves the final checkpoint, and dictionary.pt with the encoder
+
+    def _fit_code_encoder(self) -> None:
+        """nid-dict: fit the amortized code encoder to the learned codes (``encoder_steps``; rank 0 only)."""
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        model = pipeline.model
+        steps = int(getattr(model.config, "encoder_steps", 0) or 0)
+        if not getattr(model, "exports_dictionary", False) or steps <= 0 or not is_main_process():
+            return
+        from nid_nerf.fields.code_encoder import fit_encoder_to_dictionary
+
+        self.code_encoder, _ = fit_encoder_to_dictionary(model, pipeline.datamanager.train_dataset, steps,
+                                                         log=CONSOLE.log)
 
     def _write_shard_report(self) -> None:
         """shards.json: which training images each process owned and how many rays it drew from each. Collective."""
@@ -213,7 +229,7 @@ class NIDTrainer(Trainer):
         if getattr(pipeline.model, "exports_dictionary", False):
             from nid_nerf.fields.dictionary import export_dictionary
 
-            export_dictionary(pipeline.model, self.base_dir / "dictionary.pt")
+            export_dictionary(pipeline.model, self.base_dir / "dictionary.pt", encoder=self.code_encoder)
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("step-*.ckpt"):
                 if old != ckpt_path and CHECKPOINT_NAME.match(old.name):

@@ -49,8 +49,12 @@ def code_statistics(codes: Tensor) -> Tuple[Tensor, Tensor]:
     return mean, cov + ridge * torch.eye(codes.shape[1])
 
 
-def export_dictionary(model, path: Path) -> Path:
-    """Write the dictionary of a trained NIDModel atomically; returns the path."""
+def export_dictionary(model, path: Path, encoder=None) -> Path:
+    """Write the dictionary of a trained NIDModel atomically; returns the path.
+
+    ``encoder``: a fitted :class:`~nid_nerf.fields.code_encoder.CodeEncoder`, stored under ``encoder`` (older
+    dictionaries have none; a solve against them starts from the mean code).
+    """
     field = model.field
     mean, cov = code_statistics(field.gate.codes)
     payload: Dict[str, Any] = {
@@ -65,6 +69,8 @@ def export_dictionary(model, path: Path) -> Path:
         "code_cov": cov.cpu(),
         "aabb": field.aabb.detach().cpu().clone(),
     }
+    if encoder is not None:
+        payload["encoder"] = encoder.payload()
     path = Path(path)
     torch_save(path, payload)
     return path
@@ -130,6 +136,12 @@ def load_dictionary(path: Path) -> Dict[str, Any]:
         raise NIDInputError(
             f"dictionary file {path} holds tables of shape {tuple(payload['tables'].shape)} but its config says "
             f"{expected}; the file is corrupt, re-export it"
+        )
+    encoder = payload.get("encoder")
+    if encoder is not None and encoder.get("spec", {}).get("num_experts") != cfg["num_experts"]:
+        raise NIDInputError(
+            f"dictionary file {path} holds a code encoder for {encoder.get('spec', {}).get('num_experts')} experts but "
+            f"{cfg['num_experts']} experts; the file is corrupt, re-export it with nid-export-dictionary"
         )
     return payload
 

@@ -83,3 +83,12 @@ class CodeGate(nn.Module):
                                 for i, g in (self(s) for s in range(self.codes.shape[0]))])
             total = mags.sum(0)
             return total / total.sum().clamp(min=1e-12)
+
+    def gated_codes(self) -> Float[Tensor, "num_scenes K"]:
+        """Every scene's code as the field uses it: entries outside its top-k zeroed once the gate is sparse."""
+        with torch.no_grad():
+            out = torch.zeros_like(self.codes)
+            for s in range(self.codes.shape[0]):
+                index, values = self(s)
+                out[s, index] = values
+            return out

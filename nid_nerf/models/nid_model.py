@@ -114,7 +114,19 @@ class NIDModelConfig(ModelConfig):
     refine_decoder: bool = True
     """With a dictionary: the refine stage also fine-tunes the decoder (the experts stay frozen)."""
     refine_penalty_mult: float = 1.0
-    """Weight of the mean squared refine table (keeps the refined field near the solved one)."""
+    """Weight of the mean squared refine table (keeps the refined field near the solved one) when the refine
+    starts; see refine_anneal_steps."""
+    refine_anneal_steps: Optional[int] = 500
+    """With a dictionary: the refine penalty and the code prior fall linearly to 0 over this many refine steps, so
+    a well-observed scene reaches the full capacity of a from-scratch field (the residual table is as large as a
+    from-scratch table and has its learning rate). None: both stay at full weight (the behaviour before; with all
+    views it ended 1.1 dB below scratch, docs/fewview_long_budget.md)."""
+    code_init: Literal["encoder", "mean"] = "encoder"
+    """With a dictionary: where the solve starts. encoder: the code the dictionary's encoder predicts from this
+    scene's training views (the mean code, with one log line, for a dictionary without an encoder); mean: the
+    collection's mean code."""
+    encoder_steps: int = 1500
+    """nid-dict: steps of fitting the code encoder to the learned codes after pretraining (0: no encoder)."""
     code_prior_mult: float = 1e-3
     """Weight of the Mahalanobis distance of the code to the dictionary's code distribution."""
     # --- hash grid (shared by all experts)
@@ -293,6 +305,26 @@ class NIDModel(Model):
         for p in list(field.experts.parameters()) + field.decoder_parameters():
             p.requires_grad_(False)
         field.refine_table = nn.Parameter(torch.zeros_like(field.experts.expert(0)), requires_grad=False)
+        self.dictionary_encoder: Optional[Dict] = dictionary.get("encoder")
+        """The dictionary's code encoder payload (None: older dictionary, or loading a checkpoint)."""
+        self.refine_start_step: Optional[int] = None
+        self._step = 0
+
+    def refine_weight(self, step: Optional[int] = None) -> float:
+        """Weight (0..1) of the refine penalty and the code prior: 1 until the refine starts, then falling linearly
+        to 0 over ``refine_anneal_steps`` refine steps (see the config)."""
+        anneal = self.config.refine_anneal_steps
+        if anneal is None or not self.refining or self.refine_start_step is None:
+            return 1.0
+        step = self._step if step is None else step
+        return max(0.0, 1.0 - (step - self.refine_start_step) / max(1, anneal))
+
+    @torch.no_grad()
+    def start_code(self, code: Tensor) -> None:
+        """Start the solve at ``code`` [K] and bring the cached SDF grid to the field it gives."""
+        self.field.gate.codes.copy_(code.to(self.field.gate.codes)[None].expand_as(self.field.gate.codes))
+        for scene in range(self.num_scenes):
+            self.update_coarse_grid(scene)
 
     @property
     def refining(self) -> bool:
@@ -408,12 +440,17 @@ class NIDModel(Model):
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], make_sparse))
         if self.field.refine_table is not None and self.config.refine:
             def start_refine(step: int) -> None:
+                self._step = step
                 if step >= self.config.solve_steps and not self.refining:
+                    # the solve's end, also when a run resumed past it (the anneal continues where it was)
+                    self.refine_start_step = self.config.solve_steps
                     self.field.refine_table.requires_grad_(True)
                     if self.config.refine_decoder:
                         for p in self.field.decoder_parameters():
                             p.requires_grad_(True)
-                    CONSOLE.log(f"nid: code solved; refining with a refine table from step {step}")
+                    anneal = self.config.refine_anneal_steps
+                    CONSOLE.log(f"nid: code solved; refining with a refine table from step {step}"
+                                + (f" (its penalty and the code prior fall to 0 over {anneal} steps)" if anneal else ""))
 
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], start_refine))
         if self.field.experts.num_experts > 1 and self.config.usage_log_interval > 0:
@@ -672,10 +709,11 @@ class NIDModel(Model):
             losses["mask_loss"] = cfg.mask_loss_mult * mask_bce(outputs["accumulation"], batch["mask"])
         if self.training and self.field.refine_table is not None:
             delta = self.field.gate.codes - self.code_mean
-            losses["code_prior_loss"] = cfg.code_prior_mult * torch.einsum(
+            weight = self.refine_weight()
+            losses["code_prior_loss"] = weight * cfg.code_prior_mult * torch.einsum(
                 "sk,kj,sj->s", delta, self.code_precision, delta).mean() / delta.shape[1]
             if self.refining:
-                losses["refine_penalty"] = cfg.refine_penalty_mult * self.field.refine_table.pow(2).mean()
+                losses["refine_penalty"] = weight * cfg.refine_penalty_mult * self.field.refine_table.pow(2).mean()
         if cfg.learn_codes and self.training and self.field.refine_table is None:
             if not bool(self.field.gate.sparse) and cfg.code_l1_mult > 0:
                 losses["code_l1_loss"] = cfg.code_l1_mult * self.field.gate.l1()
