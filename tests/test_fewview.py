@@ -84,3 +84,44 @@ def test_masked_psnr_scores_only_the_masked_pixels():
     assert inpainting.masked_psnr(prediction, target, top) == pytest.approx(20.0)
     assert inpainting.masked_psnr(prediction, target, ~top) == pytest.approx(100.0)  # exact: clamped at 1e-10
     assert math.isnan(inpainting.masked_psnr(prediction, target, np.zeros((4, 4), bool)))
+
+
+def test_nid_method_variants_differ_only_in_their_start_and_refine():
+    import argparse
+
+    args = argparse.Namespace(solve_steps=50, solve_gate="dense")
+    _, nid = bench.method_overrides("nid", 3, args, Path("d.pt"))
+    _, mean = bench.method_overrides("nid-mean", 3, args, Path("d.pt"))
+    _, fixed = bench.method_overrides("nid-fixed", 3, args, Path("d.pt"))
+    assert "pipeline.model.code_init" not in nid and "pipeline.model.refine_anneal_steps" not in nid
+    assert mean["pipeline.model.code_init"] == "mean" and mean["pipeline.model.refine"] is False
+    assert fixed["pipeline.model.refine_anneal_steps"] is None and fixed["pipeline.model.refine"] is True
+
+
+def test_category_tables_from_hand_made_runs():
+    from nid_nerf.benchmarks import categories as cat
+
+    def run(scene, views, method, curve, **psnr):
+        r = bench.Run("chair", scene, views, method, curve=curve)
+        r.scores = {stage: bench.Score(0, 0.0, value, 0.5) for stage, value in psnr.items()}
+        return r
+
+    runs = [
+        run("a", 3, "nid", [(0, 0.0, 14.0), (50, 5.0, 18.0), (100, 10.0, 20.0)], start=15.0, start_mean=12.0,
+            solve=19.0, final=21.0),
+        run("a", 3, "scratch", [(50, 4.0, 12.0), (100, 8.0, 16.0)], final=16.5),
+        run("a", 3, "nid-mean", [(0, 0.0, 12.0), (25, 2.5, 15.0), (50, 5.0, 18.0)], final=18.5),
+        run("b", 3, "nid", [(0, 0.0, 13.0), (100, 10.0, 15.0)], start=13.0, start_mean=13.0, solve=15.0, final=15.0),
+        run("b", 3, "scratch", [(100, 8.0, 16.0)], final=17.0),
+    ]
+    # per-object NID - scratch: +4.5 (a) and -2.0 (b)
+    assert cat.paired(runs, "chair", 3, ("nid", "final"), ("scratch", "final")) == [4.5, -2.0]
+    quality = "\n".join(cat.quality_table(runs, "chair", [3], 15))
+    assert "**+1.25** (-2.00)" in quality
+    encoder = cat.encoder_table(runs, "chair", [3], solve_steps=100)[-1]
+    # object a: predicted 15.0 - solved 18.5; the mean start reaches its own final 18.0 at step 50, the predicted
+    # start at step 50 too (its curve passes 18.0 at 50)
+    assert "| 3 | 1 | 12.00 | 15.00 | 18.50 | -3.50 | 50 / 50 (1/1 reached) |" == encoder
+    ttq = cat.time_to_quality_table(runs, "chair")
+    # scratch a reaches its final 16.0 at 8 s (step 100); nid passes 16.0 between (0 s, 14) and (5 s, 18): 2.5 s
+    assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 3.2x (4.0x) |" in ttq

@@ -53,7 +53,11 @@ from nid_nerf.benchmarks.report import REPO_ROOT, command_line, finite_mean, fmt
 from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_figure, write_text
 
-SDF_METHODS = ("nid", "scratch")
+SDF_METHODS = ("nid", "nid-mean", "nid-fixed", "scratch")
+NID_METHODS = ("nid", "nid-mean", "nid-fixed")
+"""nid: solve from the dictionary encoder's predicted code (the mean code without one), then refine with the
+annealed penalty (nid-field's defaults); nid-mean: the solve only, from the mean code; nid-fixed: nid with the
+refine penalty and code prior at full weight throughout (the refine before the anneal)."""
 
 
 @dataclass
@@ -162,13 +166,17 @@ def eval_steps(steps: int, every: int, solve_steps: Optional[int]) -> set:
 def method_overrides(method: str, views: Optional[int], args, dictionary: Path) -> Tuple[str, Dict[str, object]]:
     """The registered method and config overrides of one benchmark method (nid, scratch or nerfacto)."""
     overrides: Dict[str, object] = {"pipeline.datamanager.dataparser.num_train_views": views}
-    if method == "nid":
+    if method in NID_METHODS:
         overrides.update({
             "pipeline.model.dictionary_path": dictionary,
             "pipeline.model.solve_steps": args.solve_steps,
             "pipeline.model.solve_gate": args.solve_gate,
-            "pipeline.model.refine": True,
+            "pipeline.model.refine": method != "nid-mean",
         })
+        if method == "nid-mean":
+            overrides["pipeline.model.code_init"] = "mean"
+        if method == "nid-fixed":
+            overrides["pipeline.model.refine_anneal_steps"] = None
         return "nid-field", overrides
     if method == "scratch":
         return "nid-field", overrides
@@ -251,22 +259,25 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
     views = None if run.views >= args.all_views_count else run.views
     method, overrides = method_overrides(run.method, views, args, dictionary)
     overrides.update(extra_overrides or {})
-    steps = args.nerfacto_steps if run.method == "nerfacto" else args.steps
+    steps = {"nerfacto": args.nerfacto_steps, "nid-mean": args.solve_steps}.get(run.method, args.steps)
     config = make_trainer_config(method, scene_dir, work / run.key.replace("/", "_"), rays_per_batch=args.rays,
                                  dataparser="nid-scene", seed=args.seed, max_num_iterations=steps,
                                  overrides=overrides)
     sdf = run.method in SDF_METHODS
-    marks = eval_steps(steps, args.eval_every, args.solve_steps if run.method == "nid" else None)
+    nid = run.method in NID_METHODS
+    marks = eval_steps(steps, args.eval_every, args.solve_steps if nid else None)
 
     def score(trained: TrainRun) -> None:
         done = trained.steps
         if done in marks:
             run.curve.append((done, trained.train_seconds, trained.evaluate().psnr))
-        if run.method == "nid" and done == args.solve_steps:
+        if nid and done == args.solve_steps:
             run.scores["solve"] = final_score(trained.pipeline, done, trained.train_seconds, scene_dir, sdf,
                                               args.mesh_resolution)
 
     with TrainRun(config, eval_images=args.eval_images) as trained:
+        if nid and getattr(args, "score_start", False):
+            score_start(run, trained, scene_dir, args)
         train(trained, Stop(steps=steps), [score])
         run.scores["final"] = final_score(trained.pipeline, steps, trained.train_seconds, scene_dir, sdf,
                                           args.mesh_resolution)
@@ -274,6 +285,19 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
         if after is not None:
             run.extra = after(trained.pipeline)
     return run
+
+
+def score_start(run: Run, trained: TrainRun, scene_dir: Path, args) -> None:
+    """Before any solve step: the starting code's scores (``start``; the curve's step 0) and, for ``nid``, the mean
+    code's (``start_mean``), after which the run goes on from its own starting code."""
+    model = trained.pipeline.model
+    start = model.field.gate.codes[0].detach().clone()
+    run.scores["start"] = final_score(trained.pipeline, 0, 0.0, scene_dir, True, args.mesh_resolution)
+    run.curve.append((0, 0.0, trained.evaluate().psnr))
+    if run.method == "nid":
+        model.start_code(model.code_mean)
+        run.scores["start_mean"] = final_score(trained.pipeline, 0, 0.0, scene_dir, True, args.mesh_resolution)
+        model.start_code(start)
 
 
 def load_done(path: Path) -> Dict[str, Run]:

@@ -1,0 +1,7 @@
+#!/usr/bin/env python
+"""Category benchmark (issue #13): held-out ShapeNet objects, NID against scratch; see nid_nerf/benchmarks/categories.py."""
+
+from nid_nerf.benchmarks.categories import main
+
+if __name__ == "__main__":
+    main()
