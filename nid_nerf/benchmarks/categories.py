@@ -307,6 +307,21 @@ def plot_time(runs: Sequence[Run], collections: Sequence[Collection], path: Path
     save_figure(path, fig, dpi=120)
 
 
+def crop_to_objects(arrays: List[np.ndarray], pad: int = 6) -> List[np.ndarray]:
+    """The objects fill about 15 % of a ShapeNet view: crop every picture (inputs strip first, then test views of
+    one size) to the rows where any of them is not white, and the test views also to those columns."""
+    def span(mask: np.ndarray, n: int) -> Tuple[int, int]:
+        idx = np.nonzero(mask)[0]
+        return (0, n) if len(idx) == 0 else (max(0, idx[0] - pad), min(n, idx[-1] + 1 + pad))
+
+    ink = [(a < 242).any(-1) for a in arrays]
+    height = min(a.shape[0] for a in arrays)
+    r0, r1 = span(np.any([m[:height].any(1) for m in ink], axis=0), height)
+    views = [m for m, a in zip(ink, arrays) if a.shape == arrays[-1].shape]
+    c0, c1 = span(np.any([m.any(0) for m in views], axis=0), arrays[-1].shape[1])
+    return [a[r0:r1] if a.shape != arrays[-1].shape else a[r0:r1, c0:c1] for a in arrays]
+
+
 def objects_figure(work: Path, collections: Sequence[Collection], args, path: Path, meshes: bool) -> bool:
     """Rows of held-out objects at 3 views: inputs | truth | NID | scratch (or the two meshes). False if none."""
     from PIL import Image
@@ -319,7 +334,8 @@ def objects_figure(work: Path, collections: Sequence[Collection], args, path: Pa
             names = (["nid_mesh", "scratch_mesh"] if meshes else ["inputs", "truth", "nid", "scratch"])
             files = [Path(f"{stem}_{n}.png") for n in names]
             if all(f.is_file() for f in files):
-                rows.append((scene, [np.asarray(Image.open(f).convert("RGB")) for f in files], names))
+                arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+                rows.append((scene, arrays if meshes else crop_to_objects(arrays), names))
     if not rows:
         return False
     plt = pyplot()
