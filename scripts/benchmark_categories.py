@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Category benchmark (issue #13): held-out ShapeNet objects, NID against scratch; see nid_nerf/benchmarks/categories.py."""
+"""Category benchmark (issue #13): held-out ShapeNet objects against scratch; nid_nerf/benchmarks/categories.py."""
 
 from nid_nerf.benchmarks.categories import main
 

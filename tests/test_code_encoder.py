@@ -25,7 +25,8 @@ def test_thumbnails_composite_on_white_and_average_areas():
     assert torch.allclose(thumb[:3, 1], torch.ones(3, 2))
     assert torch.allclose(thumb[3], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
     rgb = torch.full((8, 6, 3), 0.5)  # RGB images get alpha 1, any size
-    assert torch.allclose(view_thumbnails([rgb], size=2)[0], torch.tensor([0.5, 0.5, 0.5, 1.0])[:, None, None].expand(4, 2, 2))
+    expected = torch.tensor([0.5, 0.5, 0.5, 1.0])[:, None, None].expand(4, 2, 2)
+    assert torch.allclose(view_thumbnails([rgb], size=2)[0], expected)
 
 
 def test_camera_features_by_hand():

@@ -17,7 +17,7 @@ during training for the curves. Pictures (3 views, the first ``--figure-objects`
 (truth, NID, scratch) and the two meshes. ShapeNet renders carry no ground-truth meshes, so there is no Chamfer.
 
     python scripts/benchmark_categories.py \\
-        --category chair=../shared/data/collections/shapenet_views/chair:outputs/shapenet/dict/chair/nid-dict/k16_3k/dictionary.pt \\
+        --category chair=../shared/data/collections/shapenet_views/chair:outputs/shapenet/chair/dictionary.pt \\
         --held-out 20 --objects 6 --resume
 
 Each category's runs go to ``<work-dir>/runs_<category>.json``, so categories may run in parallel processes; a last

@@ -450,7 +450,7 @@ class NIDModel(Model):
                             p.requires_grad_(True)
                     anneal = self.config.refine_anneal_steps
                     CONSOLE.log(f"nid: code solved; refining with a refine table from step {step}"
-                                + (f" (its penalty and the code prior fall to 0 over {anneal} steps)" if anneal else ""))
+                                + (f" (its penalty and the code prior fall to 0 in {anneal} steps)" if anneal else ""))
 
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], start_refine))
         if self.field.experts.num_experts > 1 and self.config.usage_log_interval > 0:
