@@ -28,7 +28,7 @@ from nid_nerf.engine.datamanager import NIDDataManager, NIDDataManagerConfig
 from nid_nerf.engine.distributed import rewrap_ddp, trainable_parameters, wrap_ddp
 from nid_nerf.engine.nerfstudio_patches import label_viewer_step, refuse_unsupported_export
 from nid_nerf.errors import NIDInputError
-from nid_nerf.fields.dictionary import weights_from_checkpoint
+from nid_nerf.fields.dictionary import building_for_checkpoint, weights_from_checkpoint
 from nid_nerf.models.nid_model import NIDModelConfig
 
 
@@ -72,8 +72,8 @@ class NIDPipeline(VanillaPipeline):
         with weights_from_checkpoint(test_mode != "val"):
             super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
                              grad_scaler=grad_scaler)
-        if test_mode == "val" and self.model.config.dictionary_path is not None:
-            self._start_solve()
+        if test_mode == "val" and self.model.config.dictionary_path is not None and not building_for_checkpoint():
+            self._start_solve()  # a resumed solve (--load-dir) gets its code from the checkpoint instead
         self.world_size = world_size
         self.local_rank = local_rank
         self._device_name = str(device)
