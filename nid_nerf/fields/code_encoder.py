@@ -14,7 +14,8 @@ Design (a permutation-invariant set encoder, as in pixelNeRF's multi-view poolin
 
 Training is supervised regression on the learned codes (detached), on random view subsets of 1 to all views per
 scene so that a few-view scene is in distribution. A share of the scenes is held out and the state with the
-lowest held-out error is kept: with 100 scenes the encoder overfits within a few hundred steps otherwise.
+lowest held-out error is kept (the untrained state, which predicts the mean code, included): with 100 scenes the
+encoder overfits within a few hundred steps otherwise.
 
 The target is the *gated* code (the entries outside a scene's top-k set to zero when the gate is sparse): that is
 the code the pretrained field actually used for the scene, and a dense solve starting there reproduces it.
@@ -210,7 +211,10 @@ def fit_code_encoder(
         return thumbnails[index], cameras[index], torch.cat(groups), len(scenes)
 
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (math.inf, 0, {k_: v.clone() for k_, v in encoder.state_dict().items()})
+    # step 0 is a candidate too: the untrained encoder predicts the mean code, so the kept state is never worse on
+    # the held-out scenes than starting every solve from the mean code
+    initial = error(held, eval_views, torch.Generator().manual_seed(seed + 1)) if held else math.inf
+    best = (initial, 0, {k_: v.clone() for k_, v in encoder.state_dict().items()})
     bar = tqdm(range(1, steps + 1), desc="code encoder", unit="step", disable=not progress, leave=False)
     for step in bar:
         encoder.train()
