@@ -13,6 +13,7 @@ from nid_nerf.errors import NIDInputError, install_excepthook
 
 
 def main(load_config: Path, output: Path | None = None, encoder_steps: int | None = None) -> Path:
+    from nid_nerf.dataparsers.outputs import scene_of_view
     from nid_nerf.fields.code_encoder import fit_encoder_to_dictionary
     from nid_nerf.fields.dictionary import export_dictionary
     from nid_nerf.mesh.load import load_sdf_pipeline
@@ -27,7 +28,8 @@ def main(load_config: Path, output: Path | None = None, encoder_steps: int | Non
     steps = model.config.encoder_steps if encoder_steps is None else encoder_steps
     encoder = None
     if steps > 0:
-        encoder, _ = fit_encoder_to_dictionary(model, pipeline.datamanager.train_dataset, steps)
+        dataset = pipeline.datamanager.train_dataset
+        encoder, _ = fit_encoder_to_dictionary(model, dataset, steps, scene_of_view(dataset.metadata, len(dataset)))
     path = export_dictionary(model, output, encoder=encoder)
     print(f"dictionary ({model.config.num_experts} experts, top-{model.config.top_k}, "
           f"{model.num_scenes} scene codes{', code encoder' if encoder is not None else ''}) -> {path}")

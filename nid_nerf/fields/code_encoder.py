@@ -252,19 +252,14 @@ def dataset_views(dataset, size: int = 32, progress: bool = True,
     return torch.stack(thumbs), dataset.cameras.camera_to_worlds[indices].float()
 
 
-def fit_encoder_to_dictionary(model, dataset, steps: int, progress: bool = True, log=print) -> tuple[CodeEncoder,
-                                                                                                      EncoderFit]:
+def fit_encoder_to_dictionary(model, dataset, steps: int, scene_of_view: Int[Tensor, "N"], progress: bool = True,
+                              log=print) -> tuple[CodeEncoder, EncoderFit]:
     """Fit a code encoder to a trained nid-dict model's gated codes from its training dataset's views.
 
-    ``model``: a NIDModel with learned codes; ``dataset``: its nerfstudio train InputDataset, whose metadata carry
-    each image's scene index (``scene_index``, from nid-collection).
+    ``model``: a NIDModel with learned codes; ``dataset``: its nerfstudio train InputDataset;
+    ``scene_of_view``: each of its images' scene index (``nid_nerf.dataparsers.outputs.scene_of_view``).
     """
-    from nid_nerf.dataparsers.outputs import SCENE_INDEX
-
     codes = model.field.gate.gated_codes().cpu()
-    scene_index = dataset.metadata.get(SCENE_INDEX)
-    scene_of_view = (torch.zeros(len(dataset), dtype=torch.long) if scene_index is None
-                     else torch.as_tensor(scene_index).reshape(-1).long())
     thumbs, c2w = dataset_views(dataset, progress=progress)
     cameras = camera_features(c2w, model.scene_box.aabb.detach().cpu())
     encoder, fit = fit_code_encoder(thumbs, cameras, scene_of_view, codes, steps=steps, progress=progress)
