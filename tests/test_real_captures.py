@@ -122,3 +122,25 @@ def test_dtu_smoke_end_to_end(tmp_path):
     assert len(run["test"]["images"]) == 2 and math.isfinite(run["test"]["psnr_masked"])
     assert "Targets" in output.read_text() and (tmp_path / part["views_figure"]).is_file()
     assert sorted(p.name for p in (rc.DEFAULT_DATA_ROOT / "dtu_scan24").iterdir()) == before
+
+
+def test_dtu_dictionary_run_sits_beside_scratch(tmp_path):
+    dictionary = tmp_path / "dictionary.pt"
+    dictionary.write_bytes(b"")
+    name, path = rc.dictionary_argument(f"chair={dictionary}")
+    specs = rc.scene_runs("dtu", 3, "auto", (name, path))
+    assert [s.name for s in specs] == ["nid-field, 3 views", "nid-field + chair dictionary, 3 views"]
+    assert "pipeline.model.dictionary_path" not in specs[0].overrides
+    assert specs[1].overrides["pipeline.model.dictionary_path"] == dictionary
+    # the same views, masks and normalisation as the scratch run: only the dictionary differs
+    assert {k: v for k, v in specs[1].overrides.items() if k != "pipeline.model.dictionary_path"} == specs[0].overrides
+    assert specs[0].transforms == specs[1].transforms == "transforms_n3.json"
+    assert len(rc.scene_runs("dtu", 3, "auto")) == 1
+
+
+@pytest.mark.parametrize("text", ["chair", "=x.pt", "chair=/no/such/dictionary.pt"])
+def test_dictionary_argument_rejects_bad_input(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        rc.dictionary_argument(text)

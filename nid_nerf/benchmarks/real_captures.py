@@ -6,7 +6,8 @@ part present, so a scene can be re-run alone:
 - ``dtu`` (DTU scan24, pixelNeRF / RegNeRF protocol): nid-field trains on the views of ``transforms_n3.json``
   (``--views 6`` / ``9`` for the larger sets) and is scored on the 25 test views of ``splits.json``: masked PSNR
   (outside the object mask both images black, the MSE over the whole image), masked SSIM and full-image PSNR. The
-  mesh is exported and shown. Published numbers are printed beside ours as a reference only: they were measured
+  mesh is exported and shown. ``--dictionary NAME=dictionary.pt`` adds, side by side, the same views solved against
+  a dictionary pretrained on a collection (a generic shape prior on a real capture). Published numbers are printed beside ours as a reference only: they were measured
   elsewhere, on the GPU, at 400x300, averaged over 15 scans, and their lighting differs from our copy's.
 - ``maryrose``: nid-field on all 60 training views (every 8th view held out) and, in the same run, on the 3 views of
   ``transforms_n3.json``; PSNR on the held-out views and the silhouette IoU of the exported mesh against the
@@ -155,13 +156,20 @@ class RunSpec:
     """score the mesh's silhouette against the held-out masks"""
 
 
-def scene_runs(scene: str, views: int, masks: str) -> List[RunSpec]:
-    """The runs of a scene's protocol (see the module docstring)."""
+def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]] = None
+               ) -> List[RunSpec]:
+    """The runs of a scene's protocol (see the module docstring); ``dictionary`` (name, dictionary.pt) adds a DTU
+    run solved against that pretrained dictionary, side by side with the run from scratch."""
     nid = {"pipeline.datamanager.dataparser.normalize": "none"}  # every capture is already normalised (SOURCE.md)
     few = f"transforms_n{views}.json"
     if scene == "dtu":
-        return [RunSpec(f"nid-field, {views} views", "nid-field", few,
-                        {**nid, "pipeline.datamanager.dataparser.masks": masks})]
+        dtu = {**nid, "pipeline.datamanager.dataparser.masks": masks}
+        specs = [RunSpec(f"nid-field, {views} views", "nid-field", few, dtu)]
+        if dictionary is not None:
+            name, path = dictionary
+            specs.append(RunSpec(f"nid-field + {name} dictionary, {views} views", "nid-field", few,
+                                 {**dtu, "pipeline.model.dictionary_path": Path(path)}))
+        return specs
     if scene == "maryrose":
         return [RunSpec("nid-field, all 60 views", "nid-field", "transforms.json", dict(nid), silhouettes=True),
                 RunSpec(f"nid-field, {views} views", "nid-field", few, dict(nid), silhouettes=True)]
@@ -285,7 +293,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     from nid_nerf.benchmarks.method_config import make_trainer_config
 
     source = Path(args.data_root) / SCENES[scene]
-    specs = scene_runs(scene, args.views, args.dtu_masks)
+    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary)
     scratch = Path(tempfile.mkdtemp(prefix=f"nid_real_{scene}_"))
     runs, hooks, results = [], {}, []
     try:
@@ -337,6 +345,8 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
             "views": args.views, "runs": results, "views_figure": views_png.name}
     if scene == "dtu":
         part["dtu_masks"] = args.dtu_masks
+        if args.dictionary is not None:
+            part["dictionary"] = {"name": args.dictionary[0], "path": str(args.dictionary[1])}
     return part
 
 
@@ -421,6 +431,9 @@ def scene_markdown(scene: str, part: Dict[str, Any]) -> List[str]:
                   "PSNR / SSIM: outside the object mask both images are black, the mean over the whole image. "
                   f"Training masks: `--masks {part.get('dtu_masks', 'auto')}` (auto: the opacity is fitted to the "
                   "masks; the RegNeRF protocol trains on full images, use `--dtu-masks ignore` for that).", ""]
+        if part.get("dictionary"):
+            lines += [f"The `{part['dictionary']['name']}` dictionary run solves its code against "
+                      f"`{part['dictionary']['path']}` (then refines), side by side with the run from scratch.", ""]
     elif scene == "maryrose":
         lines += ["Held out: every 8th view (9). Trained on all 60 others, and on the 3 views of "
                   f"`transforms_n{part['views']}.json`, side by side. Silhouette IoU: the exported mesh ray cast "
@@ -498,6 +511,16 @@ def markdown(parts: Dict[str, Any], output: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- main
+def dictionary_argument(text: str) -> Tuple[str, Path]:
+    """``NAME=PATH`` of ``--dictionary``, checked: the file must exist."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=DICTIONARY; write e.g. chair=path/to/dictionary.pt")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path} does not exist; pass the dictionary.pt of an ns-train nid-dict run")
+    return name, Path(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
@@ -515,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtu-masks", default="auto", choices=["auto", "ignore"],
                         help="DTU training masks (nid-scene --masks): auto fits the opacity to them; ignore trains on "
                              "full images as RegNeRF does (the scores stay masked either way)")
+    parser.add_argument("--dictionary", type=dictionary_argument, default=None, metavar="NAME=DICTIONARY",
+                        help="also solve DTU against this pretrained dictionary.pt, side by side with scratch "
+                             "(e.g. chair=outputs/shapenet/dict/chair/nid-dict/k16_3k/dictionary.pt)")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mesh-resolution", type=int, default=192, help="grid samples along the box (0: no meshes)")
