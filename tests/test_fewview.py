@@ -125,3 +125,13 @@ def test_category_tables_from_hand_made_runs():
     ttq = cat.time_to_quality_table(runs, "chair")
     # scratch a reaches its final 16.0 at 8 s (step 100); nid passes 16.0 between (0 s, 14) and (5 s, 18): 2.5 s
     assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 3.2x (4.0x) |" in ttq
+
+
+def test_category_notes_file_is_checked_before_any_run(tmp_path):
+    from nid_nerf.benchmarks import categories as cat
+    from nid_nerf.errors import NIDInputError
+
+    with pytest.raises(NIDInputError, match="--notes"):
+        cat.main(["--category", f"chair={tmp_path}:{tmp_path / 'dictionary.pt'}", "--notes",
+                  str(tmp_path / "missing.md"), "--work-dir", str(tmp_path / "work")])
+    assert not (tmp_path / "work" / "runs").exists()

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from nid_nerf.benchmarks import fewview
 from nid_nerf.benchmarks.fewview import Collection, Run, Score, load_done, time_to_reach, train_run
 from nid_nerf.benchmarks.report import finite_mean, fmt, pyplot
+from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_figure, write_text
 
 SUFFIX_LONG = "-long"
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, default=2)
     parser.add_argument("--mesh-resolution", type=int, default=96)
     parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSONs")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="a markdown file of hand-written reading of the run, appended to the report")
     fewview.add_output_arguments(parser, "categories", "categories.md", plot_views="categories_psnr_vs_views.png",
                                  plot_time="categories_psnr_vs_time.png", figure="categories_objects.png",
                                  mesh_figure="categories_meshes.png")
@@ -388,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the benchmark (``scripts/benchmark_categories.py``)."""
     args, command = fewview.parse_run_arguments(build_parser(), argv, "benchmark_categories.py")
+    if args.notes is not None and not args.notes.is_file():
+        raise NIDInputError(f"--notes {args.notes} does not exist; pass a markdown file or leave the option out")
     collections = [Collection.parse(text) for text in args.category]
     started = time.strftime("%Y-%m-%d %H:%M")
     runs_by: Dict[str, List[Run]] = {}
@@ -411,7 +416,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         runs_by.setdefault(collection.name, []).append(done[run.key])
         save_category(runs_path(args.work_dir, collection.name), command, runs_by[collection.name])
     runs = [r for c in collections for r in runs_by.get(c.name, [])]
-    write_text(args.output, markdown(runs, args, collections, command, started))
+    report = markdown(runs, args, collections, command, started)
+    if args.notes is not None:
+        report += "\n" + args.notes.read_text()
+    write_text(args.output, report)
     plot_views(runs, args, collections, args.plot_views)
     plot_time(runs, collections, args.plot_time)
     objects_figure(args.work_dir, collections, args, args.figure, meshes=False)
