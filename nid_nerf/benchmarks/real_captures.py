@@ -7,8 +7,9 @@ part present, so a scene can be re-run alone:
   (``--views 6`` / ``9`` for the larger sets) and is scored on the 25 test views of ``splits.json``: masked PSNR
   (outside the object mask both images black, the MSE over the whole image), masked SSIM and full-image PSNR. The
   mesh is exported and shown. ``--dictionary NAME=dictionary.pt`` adds, side by side, the same views solved against
-  a dictionary pretrained on a collection (a generic shape prior on a real capture). Published numbers are printed beside ours as a reference only: they were measured
-  elsewhere, on the GPU, at 400x300, averaged over 15 scans, and their lighting differs from our copy's.
+  a dictionary pretrained on a collection (a generic shape prior on a real capture). Published numbers are printed
+  beside ours as a reference only: they were measured elsewhere, on the GPU, at 400x300, averaged over 15 scans,
+  and their lighting differs from our copy's.
 - ``maryrose``: nid-field on all 60 training views (every 8th view held out) and, in the same run, on the 3 views of
   ``transforms_n3.json``; PSNR on the held-out views and the silhouette IoU of the exported mesh against the
   held-out masks (the mesh ray cast from each held-out camera).

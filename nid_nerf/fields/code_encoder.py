@@ -252,7 +252,7 @@ def dataset_views(dataset, size: int = 32, progress: bool = True,
     return torch.stack(thumbs), dataset.cameras.camera_to_worlds[indices].float()
 
 
-def fit_encoder_to_dictionary(model, dataset, steps: int, scene_of_view: Int[Tensor, "N"], progress: bool = True,
+def fit_encoder_to_dictionary(model, dataset, steps: int, scene_of_view: Int[Tensor, " N"], progress: bool = True,
                               log=print) -> tuple[CodeEncoder, EncoderFit]:
     """Fit a code encoder to a trained nid-dict model's gated codes from its training dataset's views.
 
