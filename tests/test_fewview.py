@@ -135,3 +135,12 @@ def test_category_notes_file_is_checked_before_any_run(tmp_path):
         cat.main(["--category", f"chair={tmp_path}:{tmp_path / 'dictionary.pt'}", "--notes",
                   str(tmp_path / "missing.md"), "--work-dir", str(tmp_path / "work")])
     assert not (tmp_path / "work" / "runs").exists()
+
+
+def test_category_report_only_needs_resume(tmp_path):
+    from nid_nerf.benchmarks import categories as cat
+    from nid_nerf.errors import NIDInputError
+
+    with pytest.raises(NIDInputError, match="--resume"):
+        cat.main(["--category", f"chair={tmp_path}:{tmp_path / 'dictionary.pt'}", "--report-only",
+                  "--work-dir", str(tmp_path / "work")])

@@ -21,7 +21,8 @@ during training for the curves. Pictures (3 views, the first ``--figure-objects`
         --held-out 20 --objects 6 --resume
 
 Each category's runs go to ``<work-dir>/runs_<category>.json``, so categories may run in parallel processes; a last
-invocation with every ``--category`` and ``--resume`` then only writes the report.
+invocation with every ``--category`` and ``--resume`` then only writes the report (add ``--report-only`` to report
+the finished runs without running the missing ones, e.g. when categories finished different numbers of objects).
 """
 
 from __future__ import annotations
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, default=2)
     parser.add_argument("--mesh-resolution", type=int, default=96)
     parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSONs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="with --resume: write the report from the finished runs only, running none")
     parser.add_argument("--notes", type=Path, default=None,
                         help="a markdown file of hand-written reading of the run, appended to the report")
     fewview.add_output_arguments(parser, "categories", "categories.md", plot_views="categories_psnr_vs_views.png",
@@ -391,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     """Run the benchmark (``scripts/benchmark_categories.py``)."""
     args, command = fewview.parse_run_arguments(build_parser(), argv, "benchmark_categories.py")
+    if args.report_only and not args.resume:
+        raise NIDInputError("--report-only reads the finished runs of --resume; pass both")
     if args.notes is not None and not args.notes.is_file():
         raise NIDInputError(f"--notes {args.notes} does not exist; pass a markdown file or leave the option out")
     collections = [Collection.parse(text) for text in args.category]
@@ -404,6 +409,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for collection, name, scene, views, method in bar:
         run = Run(name, scene, views, method)
         bar.set_postfix_str(run.key)
+        if run.key not in done and args.report_only:
+            continue
         if run.key not in done:
             figure = (views == 3 and method in ("nid", "scratch") and not name.endswith(SUFFIX_LONG)
                       and scene in evaluated_objects(collection, args.held_out, args.figure_objects))
