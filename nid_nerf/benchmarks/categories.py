@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, default=2)
     parser.add_argument("--mesh-resolution", type=int, default=96)
     parser.add_argument("--resume", action="store_true", help="reuse finished runs from the work dir's JSONs")
+    parser.add_argument("--refine-anneal-steps", type=int, default=None,
+                        help="the nid runs' refine_anneal_steps (default: nid-field's own); for a schedule study, "
+                             "in its own --work-dir")
     parser.add_argument("--report-only", action="store_true",
                         help="with --resume: write the report from the finished runs only, running none")
     parser.add_argument("--notes", type=Path, default=None,
@@ -414,8 +417,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         if run.key not in done:
             figure = (views == 3 and method in ("nid", "scratch") and not name.endswith(SUFFIX_LONG)
                       and scene in evaluated_objects(collection, args.held_out, args.figure_objects))
+            extra = ({"pipeline.model.refine_anneal_steps": args.refine_anneal_steps}
+                     if args.refine_anneal_steps is not None and method == "nid" else None)
             train_run(run, collection.root / scene, run_settings(args, name.endswith(SUFFIX_LONG)),
-                      collection.dictionary, args.work_dir / "runs",
+                      collection.dictionary, args.work_dir / "runs", extra_overrides=extra,
                       after=figure_hook(run, args.work_dir, args) if figure else None)
             final = run.scores["final"]
             tqdm.write(f"{run.key}: PSNR {final.psnr:.2f} SSIM {final.ssim:.3f} ({run.median_iteration_ms:.0f} ms/it)")
