@@ -80,7 +80,7 @@ def plan_runs(collections: Sequence[Collection], args) -> List[Tuple[Collection,
 def figure_hook(run: Run, work: Path, args):
     """For the figure objects' 3-view nid / scratch runs: save a test view (truth, render), the inputs and a
     picture of the mesh as PNGs under ``work/pictures``."""
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     from nid_nerf.benchmarks.harness import composite_rgb
     from nid_nerf.benchmarks.real_captures import export_mesh, mesh_picture, test_view_metrics
@@ -97,12 +97,19 @@ def figure_hook(run: Run, work: Path, args):
         inputs = [np.round(composite_rgb(dataset.get_image_float32(i)).clamp(0, 1).numpy() * 255).astype(np.uint8)
                   for i in range(len(dataset))]
         Image.fromarray(np.concatenate(inputs, axis=1)).save(folder / f"{stem}_inputs.png")
-        mesh, _ = export_mesh(pipeline, args.mesh_resolution, keep_largest=False)
-        if len(mesh.faces):
+        try:
+            mesh, _ = export_mesh(pipeline, args.mesh_resolution, keep_largest=False)
+        except NIDInputError:  # the SDF never crosses 0 in the box: the run lost the object
+            mesh = None
+        if mesh is not None and len(mesh.faces):
             cams = dataset.cameras.camera_to_worlds.numpy()
             Image.fromarray(mesh_picture(mesh, cams, size=160)).save(folder / f"{stem}_{run.method}_mesh.png")
             mesh.export(folder / f"{stem}_{run.method}_mesh.ply")
-        return {"figure_psnr": float(rows[0]["psnr"])}
+        else:
+            blank = Image.new("RGB", (480, 160), "white")
+            ImageDraw.Draw(blank).text((150, 72), "no surface (SDF > 0 in the box)", fill="black")
+            blank.save(folder / f"{stem}_{run.method}_mesh.png")
+        return {"figure_psnr": float(rows[0]["psnr"]), "surface": float(mesh is not None and len(mesh.faces) > 0)}
 
     return after
 
