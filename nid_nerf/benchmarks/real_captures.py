@@ -321,7 +321,8 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
             per_image[spec.name] = rows
             secs = run.iteration_seconds[3:] or run.iteration_seconds
             result = {
-                "name": spec.name, "method": spec.method, "transforms": spec.transforms, "overrides": spec.overrides,
+                "name": spec.name, "method": spec.method, "transforms": spec.transforms,
+                "overrides": {k: str(v) if isinstance(v, Path) else v for k, v in spec.overrides.items()},
                 "train_images": len(pipeline.datamanager.train_dataset),
                 "eval_images": len(pipeline.datamanager.eval_dataset), "steps": run.steps,
                 "train_seconds": run.train_seconds, "median_step_seconds": statistics.median(secs),
