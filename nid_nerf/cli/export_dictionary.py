@@ -13,7 +13,7 @@ from nid_nerf.errors import NIDInputError, install_excepthook
 
 
 def main(load_config: Path, output: Path | None = None, encoder_steps: int | None = None) -> Path:
-    from nid_nerf.dataparsers.outputs import scene_of_view
+    from nid_nerf.engine.datamanager import scene_indices
     from nid_nerf.fields.code_encoder import fit_encoder_to_dictionary
     from nid_nerf.fields.dictionary import export_dictionary
     from nid_nerf.mesh.load import load_sdf_pipeline
@@ -29,7 +29,7 @@ def main(load_config: Path, output: Path | None = None, encoder_steps: int | Non
     encoder = None
     if steps > 0:
         dataset = pipeline.datamanager.train_dataset
-        encoder, _ = fit_encoder_to_dictionary(model, dataset, steps, scene_of_view(dataset.metadata, len(dataset)))
+        encoder, _ = fit_encoder_to_dictionary(model, dataset, steps, scene_indices(dataset))
     path = export_dictionary(model, output, encoder=encoder)
     print(f"dictionary ({model.config.num_experts} experts, top-{model.config.top_k}, "
           f"{model.num_scenes} scene codes{', code encoder' if encoder is not None else ''}) -> {path}")

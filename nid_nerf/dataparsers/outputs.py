@@ -30,14 +30,6 @@ PER_IMAGE_KEYS = ("depth_filenames", "normal_filenames", SCENE_INDEX, *OCCLUSION
 """Metadata entries with one item per image, which follow the images through subsets and concatenation."""
 
 
-def scene_of_view(metadata: Dict[str, Any], num_images: int) -> torch.Tensor:
-    """[num_images] long: each image's scene index from a dataset's metadata (all 0 for a single scene)."""
-    tags = metadata.get(SCENE_INDEX)
-    if tags is None:
-        return torch.zeros(num_images, dtype=torch.long)
-    return torch.as_tensor(tags).reshape(-1).long()
-
-
 class NIDDataparserOutputs(DataparserOutputs):
     """nerfstudio's DataparserOutputs whose ``dataparser_transforms.json`` is written once, atomically.
 

@@ -195,12 +195,11 @@ class NIDTrainer(Trainer):
         steps = int(getattr(model.config, "encoder_steps", 0) or 0)
         if not getattr(model, "exports_dictionary", False) or steps <= 0 or not is_main_process():
             return
-        from nid_nerf.dataparsers.outputs import scene_of_view
+        from nid_nerf.engine.datamanager import scene_indices
         from nid_nerf.fields.code_encoder import fit_encoder_to_dictionary
 
         dataset = pipeline.datamanager.train_dataset
-        self.code_encoder, _ = fit_encoder_to_dictionary(model, dataset, steps,
-                                                         scene_of_view(dataset.metadata, len(dataset)),
+        self.code_encoder, _ = fit_encoder_to_dictionary(model, dataset, steps, scene_indices(dataset),
                                                          log=CONSOLE.log)
 
     def _write_shard_report(self) -> None:

@@ -252,14 +252,16 @@ def dataset_views(dataset, size: int = 32, progress: bool = True,
     return torch.stack(thumbs), dataset.cameras.camera_to_worlds[indices].float()
 
 
-def fit_encoder_to_dictionary(model, dataset, steps: int, scene_of_view: Int[Tensor, " N"], progress: bool = True,
+def fit_encoder_to_dictionary(model, dataset, steps: int, scenes: Optional[Sequence[int]], progress: bool = True,
                               log=print) -> tuple[CodeEncoder, EncoderFit]:
     """Fit a code encoder to a trained nid-dict model's gated codes from its training dataset's views.
 
-    ``model``: a NIDModel with learned codes; ``dataset``: its nerfstudio train InputDataset;
-    ``scene_of_view``: each of its images' scene index (``nid_nerf.dataparsers.outputs.scene_of_view``).
+    ``model``: a NIDModel with learned codes; ``dataset``: its nerfstudio train InputDataset; ``scenes``: each of
+    its images' scene index (``nid_nerf.engine.datamanager.scene_indices``), None for a single scene.
     """
     codes = model.field.gate.gated_codes().cpu()
+    scene_of_view = (torch.zeros(len(dataset), dtype=torch.long) if scenes is None
+                     else torch.as_tensor(scenes, dtype=torch.long))
     thumbs, c2w = dataset_views(dataset, progress=progress)
     cameras = camera_features(c2w, model.scene_box.aabb.detach().cpu())
     encoder, fit = fit_code_encoder(thumbs, cameras, scene_of_view, codes, steps=steps, progress=progress)
