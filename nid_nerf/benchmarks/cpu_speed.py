@@ -52,17 +52,22 @@ RENDER_VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 TODAY = {"pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_fraction": 0.25,
-         "pipeline.model.compile_field": False, "pipeline.model.thread_policy": "fixed", "index_dtype": "int64"}
+         "pipeline.model.compile_field": False, "pipeline.model.fused_lookup": False,
+         "pipeline.model.thread_policy": "fixed", "index_dtype": "int64"}
 """the training path before this benchmark, written out: 32 fine samples, eikonal share 0.25, int64 hash index math
-(``index_dtype`` is not a config field: the benchmark sets ``nid_nerf.fields.encoding.INDEX_DTYPE`` around each of
-the variant's steps). The thread policy is fixed for every variant: they share one process, and an adaptive policy
-in one would set the threads of all."""
+in torch ops (``index_dtype`` is not a config field: the benchmark sets ``nid_nerf.fields.encoding.INDEX_DTYPE``
+around each of the variant's steps). The thread policy is fixed for every variant: they share one process, and an
+adaptive policy in one would set the threads of all."""
 NEW = {**TODAY, "pipeline.model.num_fine_samples": 16, "pipeline.model.eikonal_sample_fraction": 0.05,
        "index_dtype": "int32"}
+"""the sampling defaults of the first change (16 fine samples, eikonal share 0.05, int32 index math), torch lookup"""
+FUSED = {**NEW, "pipeline.model.fused_lookup": True}
+"""today's defaults: the same, with the fused C++ lookup (``nid_nerf.fields.fused_lookup``)"""
 TRAIN_VARIANTS: Dict[str, Dict[str, Any]] = {
     "before: 32 fine samples, eikonal share 0.25, int64 hash": TODAY,
-    "after (defaults): 16 fine, eikonal 0.05, int32 hash": NEW,
-    "after + compile_field": {**NEW, "pipeline.model.compile_field": True},
+    "16 fine, eikonal 0.05, int32 hash (torch lookup)": NEW,
+    "after (defaults): + fused C++ lookup": FUSED,
+    "after + compile_field": {**FUSED, "pipeline.model.compile_field": True},
 }
 
 

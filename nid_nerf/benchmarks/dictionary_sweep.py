@@ -26,7 +26,7 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -52,19 +52,59 @@ def grid(experts: List[int], top_k: List[int]) -> List[tuple]:
     return sorted(((K, k) for K in experts for k in top_k if k <= K), key=lambda p: (p[0], p[1]))
 
 
-def pretrain(collection: Path, exclude: List[str], K: int, k: int, args, work: Path) -> Dict:
-    """Pretrain one dictionary with nid-dict's config; returns its timing and where it was written."""
+PROBE_STEPS = 8
+"""steps of each phase (dense gate, then top-k) in the throwaway run that times a pretraining step for
+``--pretrain-seconds``; the first 2 of each phase are not counted (allocation, warm-up)"""
+
+
+def _pretrain_config(collection: Path, exclude: List[str], K: int, k: int, args, out: Path, steps: int,
+                     dense_steps: int):
     overrides = {
         "pipeline.model.num_experts": K,
         "pipeline.model.top_k": k,
-        "pipeline.model.dense_warmup_steps": args.dense_warmup_steps,
+        "pipeline.model.dense_warmup_steps": dense_steps,
         "pipeline.datamanager.dataparser.exclude_scenes": tuple(exclude),
     }
-    config = make_trainer_config("nid-dict", collection, work / "pretrain" / f"K{K}_k{k}", rays_per_batch=args.rays,
-                                 dataparser="nid-collection", seed=args.seed, max_num_iterations=args.pretrain_steps,
-                                 overrides=overrides)
+    return make_trainer_config("nid-dict", collection, out, rays_per_batch=args.rays, dataparser="nid-collection",
+                               seed=args.seed, max_num_iterations=steps, overrides=overrides)
+
+
+def budget_steps(dense_steps: int, seconds: float, dense_step_s: float, topk_step_s: float) -> int:
+    """Steps that fill ``seconds`` of pretraining: the dense warm-up at its rate, the rest at the top-k rate.
+
+    >>> budget_steps(100, 600.0, 0.5, 0.25)   # 100 dense steps take 50 s, 550 s more at 0.25 s
+    2300
+    """
+    rest = max(0.0, seconds - dense_steps * dense_step_s)
+    return dense_steps + int(rest / topk_step_s)
+
+
+def probe_step_seconds(collection: Path, exclude: List[str], K: int, k: int, args, work: Path) -> Tuple[float, float]:
+    """Median seconds of a pretraining step with the dense gate and with the top-k gate, from a throwaway run."""
+    config = _pretrain_config(collection, exclude, K, k, args, work / "probe" / f"K{K}_k{k}", 2 * PROBE_STEPS,
+                              PROBE_STEPS)
     with TrainRun(config) as run:
-        train(run, Stop(steps=args.pretrain_steps), progress=f"pretrain K={K} k={k}")
+        train(run, Stop(steps=2 * PROBE_STEPS), progress=f"time a step, K={K} k={k}")
+    times = run.iteration_seconds
+    return float(np.median(times[2:PROBE_STEPS])), float(np.median(times[PROBE_STEPS + 2:]))
+
+
+def pretrain(collection: Path, exclude: List[str], K: int, k: int, args, work: Path) -> Dict:
+    """Pretrain one dictionary with nid-dict's config; returns its timing and where it was written.
+
+    With ``args.pretrain_seconds`` every K gets the same wall-clock: a short probe times a step of this K, and the
+    run gets the steps that fill the budget (its learning-rate schedule spans those steps).
+    """
+    steps, probe = args.pretrain_steps, None
+    if getattr(args, "pretrain_seconds", None):
+        probe = probe_step_seconds(collection, exclude, K, k, args, work)
+        steps = budget_steps(args.dense_warmup_steps, args.pretrain_seconds, *probe)
+        tqdm.write(f"K={K} k={k}: {probe[0]:.3f} s / dense step, {probe[1]:.3f} s / top-k step -> {steps} steps "
+                   f"in {args.pretrain_seconds:.0f} s")
+    config = _pretrain_config(collection, exclude, K, k, args, work / "pretrain" / f"K{K}_k{k}", steps,
+                              args.dense_warmup_steps)
+    with TrainRun(config) as run:
+        train(run, Stop(steps=steps), progress=f"pretrain K={K} k={k}")
         model = run.pipeline.model
         path = export_dictionary(model, work / f"dict_K{K}_k{k}.pt")
         usage = model.field.gate.usage()
@@ -73,9 +113,11 @@ def pretrain(collection: Path, exclude: List[str], K: int, k: int, args, work: P
     sparse = times[args.dense_warmup_steps:] or times
     return {
         "dictionary": str(path),
+        "pretrain_steps": len(times),
         "pretrain_seconds": float(sum(times)),
         "pretrain_step_s_dense": float(np.median(times[: args.dense_warmup_steps] or times)),
         "pretrain_step_s_topk": float(np.median(sparse)),
+        "probe_step_s": probe,
         "experts_used": int((usage > 1e-3).sum()),
         "num_scenes": num_scenes,
     }
@@ -106,21 +148,25 @@ def markdown(results: Dict, args, command: str) -> str:
         "",
         torch_line(),
         f"- pretraining: `nid-dict` on {results.get('num_train_scenes', '?')} scenes of `{args.collection}`, "
-        f"{args.pretrain_steps} steps ({args.dense_warmup_steps} dense), {args.rays} rays per step",
+        + (f"equal wall-clock of {args.pretrain_seconds:.0f} s per dictionary (steps from a timed probe; the "
+           f"measured seconds and steps are in the table), {args.dense_warmup_steps} dense steps"
+           if getattr(args, "pretrain_seconds", None) else
+           f"{args.pretrain_steps} steps ({args.dense_warmup_steps} dense)") + f", {args.rays} rays per step",
         f"- solving: {len(results.get('scenes', []))} held-out scenes ({', '.join(results.get('scenes', []))}) from "
         f"{args.views} views, {args.steps} steps ({args.solve_steps} solve with a {args.solve_gate} gate, "
         f"then refine), "
         f"scored on all test views; mesh {args.mesh_resolution}^3",
         "",
-        "| K | k | pretrain s/step (dense / top-k) | experts used | solve PSNR | solve + refine PSNR | SSIM | "
-        "Chamfer | F@1% | solve ms/step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| K | k | pretrain steps (s) | pretrain s/step (dense / top-k) | experts used | solve PSNR | "
+        "solve + refine PSNR | SSIM | Chamfer | F@1% | solve ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in point_keys(results):
         p = results["points"][key]
         K, k = (int(x[1:]) for x in key.split("_"))
         lines.append(
-            f"| {K} | {k} | {p['pretrain_step_s_dense']:.2f} / {p['pretrain_step_s_topk']:.2f} | "
+            f"| {K} | {k} | {p.get('pretrain_steps', '?')} ({p['pretrain_seconds']:.0f}) | "
+            f"{p['pretrain_step_s_dense']:.2f} / {p['pretrain_step_s_topk']:.2f} | "
             f"{p['experts_used']}/{K} | {summary(p, 'solve', 'psnr'):.2f} | {summary(p, 'final', 'psnr'):.2f} | "
             f"{summary(p, 'final', 'ssim'):.3f} | {summary(p, 'final', 'chamfer'):.4f} | "
             f"{summary(p, 'final', 'f_score_1pct'):.3f} | "
@@ -128,7 +174,7 @@ def markdown(results: Dict, args, command: str) -> str:
         )
     if scratch:
         lines.append(
-            f"| scratch | - | - | - | - | {finite_mean(s['final']['psnr'] for s in scratch.values()):.2f} | "
+            f"| scratch | - | - | - | - | - | {finite_mean(s['final']['psnr'] for s in scratch.values()):.2f} | "
             f"{finite_mean(s['final']['ssim'] for s in scratch.values()):.3f} | "
             f"{finite_mean(s['final']['chamfer'] for s in scratch.values()):.4f} | "
             f"{finite_mean(s['final']['f_score_1pct'] for s in scratch.values()):.3f} | "
@@ -179,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experts", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--top-k", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--pretrain-seconds", type=float, default=None,
+                        help="equal pretraining wall-clock per dictionary instead of --pretrain-steps (a short probe "
+                        "times a step of each K)")
     parser.add_argument("--dense-warmup-steps", type=int, default=100)
     parser.add_argument("--views", type=int, default=3)
     add_run_arguments(parser, steps=150, solve_steps=50, rays=512, threads=1)

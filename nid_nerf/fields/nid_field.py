@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from nerfstudio.utils.math import components_from_spherical_harmonics
 from torch import Tensor, nn
 
+from nid_nerf.fields import fused_lookup
 from nid_nerf.fields.encoding import ExpertTables, HashGridSpec, corner_lookup, interpolate
 from nid_nerf.fields.gate import CodeGate
 from nid_nerf.fields.mlp import ColorHead, TangentMLP
@@ -66,6 +67,7 @@ class NIDField(nn.Module):
         sh_levels: int = 4,
         sphere_radius: float = 0.5,
         implementation: str = "torch",
+        fused_lookup: bool = True,
     ) -> None:
         super().__init__()
         self.register_buffer("aabb", aabb.clone().float())
@@ -80,6 +82,9 @@ class NIDField(nn.Module):
         self._mix_cache: Optional[Dict[int, Tensor]] = None
         self._compiled_core = None
         self._compiled_color_head = None
+        self.fused_lookup = fused_lookup
+        """Use the fused C++ lookup (``nid_nerf.fields.fused_lookup``) where it serves the call (CPU, float32, no
+        position gradient) and builds; otherwise, and when False, the torch lookup."""
         # per-scene refine table, added to the mixed table; set when solving a scene (was "residual" before 0.2)
         self.register_parameter("refine_table", None)
         if implementation == "tcnn":
@@ -228,10 +233,13 @@ class NIDField(nn.Module):
         self, table: Float[Tensor, "U LS F"], slots: Optional[Int[Tensor, " N"]], x01: Float[Tensor, "N 3"],
         with_grad: bool,
     ) -> Tuple[Float[Tensor, "N LF"], Optional[Float[Tensor, "3 N LF"]]]:
+        flat = table.reshape(-1, table.shape[-1])
+        if self.fused_lookup and fused_lookup.usable(flat, x01):
+            return fused_lookup.interpolate(flat, x01, slots, self.spec, with_grad)
         idx, weights = corner_lookup(x01, self.spec, with_grad=with_grad)
         if slots is not None:
             idx = idx + (slots * table.shape[1])[:, None, None]
-        return interpolate(table.reshape(-1, table.shape[-1]), idx, weights)
+        return interpolate(flat, idx, weights)
 
     def compile_core(self, enable: bool = True) -> None:
         """Run :meth:`_geometry_core` and the colour head through ``torch.compile`` (inductor; fused C++ on the CPU).

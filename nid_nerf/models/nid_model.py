@@ -157,6 +157,10 @@ class NIDModelConfig(ModelConfig):
     """Run the field's lookup and geometry MLP through torch.compile (inductor: fused C++ on the CPU). The first
     step of each kind compiles (about 30 s on 2 cores; later runs reuse inductor's on-disk cache). Measured in
     docs/cpu_speed.md."""
+    fused_lookup: bool = True
+    """Hash-grid lookup and its backward as one C++ kernel on the CPU (nid_nerf/fields/fused_lookup.cpp; built once
+    per machine by scripts/setup.sh, or at the first step; falls back to the torch lookup, with one log line, when it
+    cannot be built). Same values as the torch lookup; measured in docs/cpu_speed.md."""
     thread_policy: Literal["adaptive", "fixed"] = "adaptive"
     """adaptive: every thread_check_steps training steps, use the cores other processes left free since the last
     check (at least 1, at most OMP_NUM_THREADS when set); fixed: torch's own setting. Measured in docs/cpu_speed.md
@@ -260,6 +264,7 @@ class NIDModel(Model):
             color_hidden=(cfg.color_hidden_dim,) * cfg.color_num_layers,
             sphere_radius=cfg.sphere_radius,
             implementation=resolve_implementation(cfg.implementation),
+            fused_lookup=cfg.fused_lookup,
         )
         if cfg.compile_field:
             self.field.compile_core()
