@@ -73,6 +73,15 @@ def test_sweep_grid_keeps_k_at_most_K_cheapest_first():
                                                      (256, 16), (256, 64)]
 
 
+def test_sweep_budget_steps_fill_the_wall_clock_dense_phase_first():
+    # 100 dense steps at 0.5 s take 50 s; the other 550 s at 0.25 s a step are 2200 steps
+    assert sweep.budget_steps(100, 600.0, 0.5, 0.25) == 2300
+    # a budget the dense phase alone overruns still runs the dense phase (the run reports its real seconds)
+    assert sweep.budget_steps(100, 10.0, 0.5, 0.25) == 100
+    # equal seconds give a costlier K proportionally fewer steps
+    assert sweep.budget_steps(0, 600.0, 1.0, 1.0) * 4 == sweep.budget_steps(0, 600.0, 0.25, 0.25)
+
+
 def test_masked_psnr_scores_only_the_masked_pixels():
     import numpy as np
 
