@@ -109,8 +109,24 @@ def test_refine_weight_anneals_linearly_from_the_solve_end(anneal, expected):
 
     from nid_nerf.models.nid_model import NIDModel
 
-    model = SimpleNamespace(config=SimpleNamespace(refine_anneal_steps=anneal), refining=True, refine_start_step=50,
-                            _step=0)
+    model = SimpleNamespace(config=SimpleNamespace(refine_anneal_steps=anneal, refine_anneal_views=3), refining=True,
+                            refine_start_step=50, _step=0, num_train_data=3)
+    model.refine_anneal_steps = lambda: NIDModel.refine_anneal_steps(model)
     assert [NIDModel.refine_weight(model, step) for step in (50, 100, 150)] == expected
     model.refining = False  # still solving: full weight
     assert NIDModel.refine_weight(model, 120) == 1.0
+
+
+def test_refine_anneal_is_shorter_for_scenes_with_more_views():
+    from types import SimpleNamespace
+
+    from nid_nerf.models.nid_model import NIDModel, anneal_steps
+
+    assert [anneal_steps(500, v, 3) for v in (1, 2, 3, 5, 15)] == [500, 500, 500, 300, 100]
+    assert anneal_steps(500, 15, None) == 500 and anneal_steps(None, 15, 3) is None
+    assert anneal_steps(2, 100, 3) == 1  # never zero steps
+    # 15 views: the 100-step anneal is half done 50 steps after the solve
+    model = SimpleNamespace(config=SimpleNamespace(refine_anneal_steps=500, refine_anneal_views=3), refining=True,
+                            refine_start_step=50, _step=0, num_train_data=15)
+    model.refine_anneal_steps = lambda: NIDModel.refine_anneal_steps(model)
+    assert [NIDModel.refine_weight(model, step) for step in (50, 100, 150)] == [1.0, 0.5, 0.0]

@@ -65,6 +65,8 @@ def _pretrain_config(collection: Path, exclude: List[str], K: int, k: int, args,
         "pipeline.model.dense_warmup_steps": dense_steps,
         "pipeline.datamanager.dataparser.exclude_scenes": tuple(exclude),
     }
+    if getattr(args, "pretrain_scenes_per_step", None) is not None:
+        overrides["pipeline.datamanager.scenes_per_step"] = args.pretrain_scenes_per_step
     return make_trainer_config("nid-dict", collection, out, rays_per_batch=args.rays, dataparser="nid-collection",
                                seed=args.seed, max_num_iterations=steps, overrides=overrides)
 
@@ -150,6 +152,8 @@ def markdown(results: Dict, args, command: str) -> str:
         f"- pretraining: `nid-dict` on {results.get('num_train_scenes', '?')} scenes of `{args.collection}`, "
         + (f"equal wall-clock of {args.pretrain_seconds:.0f} s per dictionary (steps from a timed probe; the "
            f"measured seconds and steps are in the table), {args.dense_warmup_steps} dense steps"
+           + (f", {args.pretrain_scenes_per_step} scenes a step" if getattr(args, "pretrain_scenes_per_step", None)
+              else "")
            if getattr(args, "pretrain_seconds", None) else
            f"{args.pretrain_steps} steps ({args.dense_warmup_steps} dense)") + f", {args.rays} rays per step",
         f"- solving: {len(results.get('scenes', []))} held-out scenes ({', '.join(results.get('scenes', []))}) from "
@@ -228,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-seconds", type=float, default=None,
                         help="equal pretraining wall-clock per dictionary instead of --pretrain-steps (a short probe "
                         "times a step of each K)")
+    parser.add_argument("--pretrain-scenes-per-step", type=int, default=None,
+                        help="nid-dict --pipeline.datamanager.scenes-per-step while pretraining (default: nid-dict's, "
+                        "rays from every scene each step)")
     parser.add_argument("--dense-warmup-steps", type=int, default=100)
     parser.add_argument("--views", type=int, default=3)
     add_run_arguments(parser, steps=150, solve_steps=50, rays=512, threads=1)

@@ -68,6 +68,18 @@ class TrainingTerms(NamedTuple):
     """Mean absolute RGB error of each ray, detached: what the residual ray sampler learns from."""
 
 
+def anneal_steps(base: Optional[int], views: int, reference_views: Optional[int]) -> Optional[int]:
+    """The refine anneal length for a scene of ``views`` training views: ``base`` up to ``reference_views``, then
+    ``base * reference_views / views`` (rounded, at least 1).
+
+    >>> anneal_steps(500, 3, 3), anneal_steps(500, 5, 3), anneal_steps(500, 15, 3), anneal_steps(500, 15, None)
+    (500, 300, 100, 500)
+    """
+    if base is None or reference_views is None or views <= reference_views:
+        return base
+    return max(1, round(base * reference_views / views))
+
+
 @dataclass
 class NIDModelConfig(ModelConfig):
     """The NID field model. K = 1 with a fixed code is a plain hash-grid SDF field."""
@@ -120,7 +132,14 @@ class NIDModelConfig(ModelConfig):
     """With a dictionary: the refine penalty and the code prior fall linearly to 0 over this many refine steps, so
     a well-observed scene reaches the full capacity of a from-scratch field (the residual table is as large as a
     from-scratch table and has its learning rate). None: both stay at full weight (the behaviour before; with all
-    views it ended 1.1 dB below scratch, docs/fewview_long_budget.md)."""
+    views it ended 1.1 dB below scratch, docs/fewview_long_budget.md). Scaled down for scenes with more than
+    refine_anneal_views training views."""
+    refine_anneal_views: Optional[int] = 3
+    """refine_anneal_steps holds for scenes of at most this many training views; a scene with more views anneals in
+    proportionally fewer steps, refine_anneal_steps * refine_anneal_views / views (100 at 15 views, 300 at 5): the
+    more views constrain the scene, the less the prior protects and the more its penalty costs. On ShapeNet at 400
+    steps a 100-step anneal gained 0.6 / 3.2 dB at 15 views and lost 0.1 / 0.8 dB at 3 (docs/categories.md). None:
+    the same schedule for every view count."""
     code_init: Literal["encoder", "mean"] = "encoder"
     """With a dictionary: where the solve starts. encoder: the code the dictionary's encoder predicts from this
     scene's training views (the mean code, with one log line, for a dictionary without an encoder); mean: the
@@ -318,11 +337,15 @@ class NIDModel(Model):
     def refine_weight(self, step: Optional[int] = None) -> float:
         """Weight (0..1) of the refine penalty and the code prior: 1 until the refine starts, then falling linearly
         to 0 over ``refine_anneal_steps`` refine steps (see the config)."""
-        anneal = self.config.refine_anneal_steps
+        anneal = self.refine_anneal_steps()
         if anneal is None or not self.refining or self.refine_start_step is None:
             return 1.0
         step = self._step if step is None else step
         return max(0.0, 1.0 - (step - self.refine_start_step) / max(1, anneal))
+
+    def refine_anneal_steps(self) -> Optional[int]:
+        """Refine steps over which the penalty and the code prior fall to 0, for this scene's training views."""
+        return anneal_steps(self.config.refine_anneal_steps, int(self.num_train_data), self.config.refine_anneal_views)
 
     @torch.no_grad()
     def start_code(self, code: Tensor) -> None:
@@ -453,7 +476,7 @@ class NIDModel(Model):
                     if self.config.refine_decoder:
                         for p in self.field.decoder_parameters():
                             p.requires_grad_(True)
-                    anneal = self.config.refine_anneal_steps
+                    anneal = self.refine_anneal_steps()
                     CONSOLE.log(f"nid: code solved; refining with a refine table from step {step}"
                                 + (f" (its penalty and the code prior fall to 0 in {anneal} steps)" if anneal else ""))
 
