@@ -107,6 +107,8 @@ def test_step_counts_and_bound():
 
 def test_categorize():
     assert cl.categorize("aten::bitwise_xor", ["nid::corner_lookup"]) == "lookup index math"
+    assert cl.categorize("nid_fused::lookup_backward",
+                         ["autograd::engine::evaluate_function: _FusedLookupBackward"]) == "fused lookup (C++ kernel)"
     assert cl.categorize("aten::index_select", ["nid::interpolate"]) == "gathers / scatter-adds"
     assert cl.categorize("aten::mm", ["autograd::engine::evaluate_function: MmBackward0"]) == "MLP matmuls"
     assert cl.categorize("aten::bmm", ["aten::einsum", "nid::interpolate"]) == "lookup interpolation (einsum)"

@@ -470,9 +470,9 @@ class Peaks:
 # ----------------------------------------------------------------------------------------------
 # measured: a training step and a render, with profiles
 # ----------------------------------------------------------------------------------------------
-CATEGORIES = ("lookup index math", "gathers / scatter-adds", "lookup interpolation (einsum)", "MLP matmuls",
-              "activations (softplus, sigmoid, relu)", "elementwise", "coarse grid (grid_sample)", "optimizer",
-              "other")
+CATEGORIES = ("fused lookup (C++ kernel)", "lookup index math", "gathers / scatter-adds",
+              "lookup interpolation (einsum)", "MLP matmuls", "activations (softplus, sigmoid, relu)", "elementwise",
+              "coarse grid (grid_sample)", "optimizer", "other")
 _SCOPES = {"nid::corner_lookup": "lookup index math", "nid::interpolate": "lookup interpolation (einsum)",
            "nid::mlp": "elementwise", "nid::coarse": "coarse grid (grid_sample)", "nid::optimizer": "optimizer"}
 _GATHER_OPS = ("index_select", "index_add", "embedding", "gather", "scatter", "aten::index", "index_put", "take")
@@ -496,6 +496,8 @@ def categorize(name: str, ancestors: Sequence[str]) -> str:
     """The profile group of an op: by backward node or by the ``nid::*`` scope it ran in, then by op name."""
     backward = next((a.split(":")[-1].strip() for a in ancestors if a.startswith("autograd::engine::evaluate")), None)
     scope = next((a for a in ancestors if a in _SCOPES), None)
+    if name.startswith("nid_fused::"):
+        return "fused lookup (C++ kernel)"
     if any(g in name for g in _GATHER_OPS) or (backward and "IndexSelect" in backward):
         return "gathers / scatter-adds"
     if "grid_sampler" in name or scope == "nid::coarse":
@@ -958,8 +960,9 @@ def conclusion(data: Dict) -> str:
     share = {k: g[k] / tot for k in g}
     best_t = min(s["step"], key=lambda t: s["step"][t])
     step_s = s["step"][best_t]
-    lookup_share = sum(share.get(k, 0.0) for k in ("lookup index math", "gathers / scatter-adds",
-                                                   "lookup interpolation (einsum)"))
+    fused_share = share.get("fused lookup (C++ kernel)", 0.0)
+    lookup_share = fused_share + sum(share.get(k, 0.0) for k in ("lookup index math", "gathers / scatter-adds",
+                                                                 "lookup interpolation (einsum)"))
     text = [
         f"**Training step.** The fastest measured step ({best_t} thread(s)) takes {_ms(step_s)}; the work on paper "
         f"needs {_ms(s['step_bound_fused'])} if every part were one fused kernel at this machine's peaks, and "
@@ -969,19 +972,26 @@ def conclusion(data: Dict) -> str:
         f"The profile ({pt} thread(s)) puts {share.get('MLP matmuls', 0.0):.0%} in the MLP matmuls (they run at "
         f"{s['matmul_flops'] / max(g.get('MLP matmuls', 0.0), 1e-12) / 1e9:.0f} GFLOP/s there, against "
         f"{data['gemm'][pt]['peak']:.0f} for a square GEMM at {pt} thread(s)), and {lookup_share:.0%} in the "
-        "lookup (index math "
+        f"lookup (the fused C++ kernel {fused_share:.0%}, index math "
         f"{share.get('lookup index math', 0.0):.0%}, gathers and scatter-adds "
         f"{share.get('gathers / scatter-adds', 0.0):.0%}, the einsum "
         f"{share.get('lookup interpolation (einsum)', 0.0):.0%}); elementwise glue "
         f"{share.get('elementwise', 0.0):.0%}, activations "
         f"{share.get('activations (softplus, sigmoid, relu)', 0.0):.0%}, optimizer {share.get('optimizer', 0.0):.0%}, "
         f"other {share.get('other', 0.0):.0%} (largest groups: {', '.join(big[:3])}).",
-        "The rest of the gap is what the fused bound leaves out: each of the 25-35 index and weight ops of "
-        "`corner_lookup` writes and reads an [N, L, 8]- or [N, L, 3]-sized int64 / float tensor where a fused "
-        "kernel would keep them in registers, the einsum runs as a batched matmul of 8 x 2 matrices (far from any "
-        "GEMM peak), the activations and their backward are separate passes over [N, 64] tensors, and every op pays "
-        "a dispatch and allocation. Closing it needs fused kernels (the lookup as one gather-interpolate pass, the "
-        "activations inside the matmuls), not a different torch formulation.",
+        ("The lookup and its backward run as one C++ pass each (`nid_nerf/fields/fused_lookup.cpp`, the default on "
+         "the CPU): the index math, weights and gathered corners stay in registers, so the lookup's row of the "
+         "'as torch moves it' bound no longer applies to it. The rest of the gap is the decoder's glue: the "
+         "activations and their backward are separate passes over [N, 64] tensors, the tangent rows and the "
+         "compositing are elementwise ops of their own, and every op pays a dispatch and allocation "
+         "(`compile_field` fuses part of that)."
+         if fused_share > 0 else
+         "The rest of the gap is what the fused bound leaves out: each of the 25-35 index and weight ops of "
+         "`corner_lookup` writes and reads an [N, L, 8]- or [N, L, 3]-sized int64 / float tensor where a fused "
+         "kernel would keep them in registers, the einsum runs as a batched matmul of 8 x 2 matrices (far from any "
+         "GEMM peak), the activations and their backward are separate passes over [N, 64] tensors, and every op "
+         "pays a dispatch and allocation. Closing it needs fused kernels (the lookup as one gather-interpolate "
+         "pass, the activations inside the matmuls), not a different torch formulation."),
     ]
     for mode, r in s["render"].items():
         t = min(r["per_mray"], key=lambda k: r["per_mray"][k])
