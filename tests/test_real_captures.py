@@ -138,6 +138,16 @@ def test_dtu_dictionary_run_sits_beside_scratch(tmp_path):
     assert len(rc.scene_runs("dtu", 3, "auto")) == 1
 
 
+@pytest.mark.parametrize("scene", ["dtu", "maryrose", "fox"])
+def test_appearance_run_twins_the_first_run(scene):
+    plain = rc.scene_runs(scene, 3, "auto")
+    specs = rc.scene_runs(scene, 3, "auto", appearance=True)
+    assert len(specs) == len(plain) + 1 and specs[1].name == f"{plain[0].name} + appearance"
+    assert specs[1].overrides == {**plain[0].overrides, "pipeline.model.appearance": "affine"}
+    assert (specs[1].transforms, specs[1].method) == (plain[0].transforms, plain[0].method)
+    assert [s.name for s in specs[:1] + specs[2:]] == [s.name for s in plain]
+
+
 @pytest.mark.parametrize("text", ["chair", "=x.pt", "chair=/no/such/dictionary.pt"])
 def test_dictionary_argument_rejects_bad_input(text):
     import argparse

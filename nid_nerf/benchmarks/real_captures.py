@@ -157,10 +157,21 @@ class RunSpec:
     """score the mesh's silhouette against the held-out masks"""
 
 
-def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]] = None
-               ) -> List[RunSpec]:
+def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]] = None,
+               appearance: bool = False) -> List[RunSpec]:
     """The runs of a scene's protocol (see the module docstring); ``dictionary`` (name, dictionary.pt) adds a DTU
-    run solved against that pretrained dictionary, side by side with the run from scratch."""
+    run solved against that pretrained dictionary, side by side with the run from scratch; ``appearance`` adds the
+    scene's first nid-field run again with per-image appearance transforms (``model.appearance affine``)."""
+    specs = _protocol_runs(scene, views, masks, dictionary)
+    if appearance:
+        first = specs[0]
+        specs.insert(1, RunSpec(f"{first.name} + appearance", first.method, first.transforms,
+                                {**first.overrides, "pipeline.model.appearance": "affine"}, first.mesh,
+                                first.silhouettes))
+    return specs
+
+
+def _protocol_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]]) -> List[RunSpec]:
     nid = {"pipeline.datamanager.dataparser.normalize": "none"}  # every capture is already normalised (SOURCE.md)
     few = f"transforms_n{views}.json"
     if scene == "dtu":
@@ -294,7 +305,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     from nid_nerf.benchmarks.method_config import make_trainer_config
 
     source = Path(args.data_root) / SCENES[scene]
-    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary)
+    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance)
     scratch = Path(tempfile.mkdtemp(prefix=f"nid_real_{scene}_"))
     runs, hooks, results = [], {}, []
     try:
@@ -543,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dictionary", type=dictionary_argument, default=None, metavar="NAME=DICTIONARY",
                         help="also solve DTU against this pretrained dictionary.pt, side by side with scratch "
                              "(e.g. chair=outputs/shapenet/dict/chair/nid-dict/k16_3k/dictionary.pt)")
+    parser.add_argument("--appearance", action="store_true",
+                        help="also train each scene's first nid-field run with per-image appearance transforms "
+                             "(--pipeline.model.appearance affine), side by side")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mesh-resolution", type=int, default=192, help="grid samples along the box (0: no meshes)")

@@ -36,6 +36,7 @@ def optimizers(max_steps: int, lr_experts: float = 1e-2, lr_decoder: float = 5e-
         "beta": adam(1e-2, 1.0),  # log-beta: sharpens the surface within a few hundred steps
         "codes": adam(lr_codes, 1 / 10),
         "background": adam(5e-3, 1 / 10),  # the inverted-sphere background MLP (RGB scenes without masks)
+        "appearance": adam(1e-3, 1 / 10),  # per-image colour transforms (model.appearance affine)
     }
 
 

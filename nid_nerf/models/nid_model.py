@@ -33,6 +33,7 @@ from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.fields.encoding import HashGridSpec
 from nid_nerf.fields.nid_field import NIDField
 from nid_nerf.fields.tcnn_backend import resolve_implementation
+from nid_nerf.model_components.appearance import ImageAppearance
 from nid_nerf.model_components.image_metrics import lpips_if_available, masked_psnr, psnr
 from nid_nerf.model_components.rendering import (
     grid_lookup,
@@ -236,6 +237,13 @@ class NIDModelConfig(ModelConfig):
     """Object masks (frames' mask_path, nid-scene --masks auto): weight of the binary cross-entropy between the
     accumulation and the mask (rays are drawn inside and outside it; 0 = off). The RGB target outside the mask is
     the eval background, unless a background model renders it."""
+    # --- lighting differences between photos
+    appearance: Literal["none", "affine"] = "none"
+    """affine: a colour transform per training image (3x3 matrix + offset, nid_nerf/model_components/appearance.py)
+    applied to the rendered object colour in training, so exposure and white-balance differences between photos are
+    not averaged into the field; test views render with the identity. Measured in docs/real_captures_appearance.md."""
+    appearance_penalty_mult: float = 0.1
+    """Weight of the mean squared entry of the per-image transforms (keeps them near the identity)."""
     # --- background
     background_model: Literal["none", "inverted-sphere", "auto"] = "auto"
     """What renders behind the SDF. inverted-sphere: a small radiance field beyond the scene box's bounding sphere
@@ -294,6 +302,10 @@ class NIDModel(Model):
         self.register_buffer("coarse_sdf", self._sphere_grid(g).expand(self.num_scenes, g, g, g).clone())
         self._lpips_logged = False
         self._setup_background(metadata)
+        if cfg.appearance not in ("none", "affine"):
+            raise NIDInputError(f"model.appearance is {cfg.appearance!r}; use none or affine")
+        self.appearance: Optional[ImageAppearance] = (
+            ImageAppearance(int(self.num_train_data)) if cfg.appearance == "affine" else None)
         self.last_render: Dict[str, Tensor] = {}
         """eval_render=surface: which rays of the latest eval chunk were rendered as a surface, which by volume."""
 
@@ -442,6 +454,8 @@ class NIDModel(Model):
             groups["codes"] = [self.field.gate.codes]
         if self.background is not None:
             groups["background"] = list(self.background.parameters())
+        if self.appearance is not None:
+            groups["appearance"] = list(self.appearance.parameters())
         return groups
 
     def get_training_callbacks(
@@ -507,8 +521,11 @@ class NIDModel(Model):
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
         edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
         if self.training:
-            return self._with_background(self._render(origins, directions, scene, edges_c, w_c, hit, far), origins,
-                                         directions)
+            outputs = self._with_background(self._render(origins, directions, scene, edges_c, w_c, hit, far), origins,
+                                            directions)
+            if self.appearance is not None and ray_bundle.camera_indices is not None:
+                outputs["camera_indices"] = ray_bundle.camera_indices.reshape(-1)
+            return outputs
         # at eval, rays the cached grid sees as empty are background: no field evaluation at all
         active = hit & (w_c.sum(-1) > self.config.eval_skip_threshold)
         bg = colors.COLORS_DICT[self.config.eval_background_color].to(origins)
@@ -670,6 +687,10 @@ class NIDModel(Model):
         background) reaches with accumulation 0 there, so those pixels are trained empty instead of left as fog.
         """
         image = image.to(outputs["rgb_raw"])
+        if self.training and self.appearance is not None and "camera_indices" in outputs:
+            # the object's colour as this photo saw it; the background (fixed colour or field) is left as it is
+            raw = self.appearance(outputs["rgb_raw"], outputs["accumulation"], outputs["camera_indices"])
+            outputs = {**outputs, "rgb_raw": raw, "rgb": outputs["rgb"] + (raw - outputs["rgb_raw"])}
         if image.shape[-1] == 4:
             rgb, alpha = image[..., :3], image[..., 3:]
             if self.training and self.config.background_color == "random":
@@ -733,6 +754,8 @@ class NIDModel(Model):
         if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
             alpha = image[..., 3:].to(outputs["accumulation"])
             losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
+        if self.training and self.appearance is not None:
+            losses["appearance_penalty"] = cfg.appearance_penalty_mult * self.appearance.penalty()
         if cfg.mask_loss_mult > 0 and self.object_masks and "mask" in batch:
             losses["mask_loss"] = cfg.mask_loss_mult * mask_bce(outputs["accumulation"], batch["mask"])
         if self.training and self.field.refine_table is not None:
