@@ -104,6 +104,13 @@ def test_matches_the_torch_lookup_values_and_table_gradients(built, with_grad):
     torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-3)
 
 
+def test_a_slot_past_the_tables_is_refused(built):
+    spec = HashGridSpec(num_levels=2, log2_table_size=6, features_per_level=1, base_resolution=2, max_resolution=4)
+    table = torch.zeros(2 * spec.num_levels * spec.table_size, 1)
+    with pytest.raises(RuntimeError, match="slot 2 out of range for a table of 2 scenes"):
+        fused_lookup.interpolate(table, torch.rand(3, 3), torch.tensor([0, 2, 1]), spec, with_grad=False)
+
+
 def test_field_gives_the_same_sdf_normals_and_gradients_either_way(built):
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     torch.manual_seed(2)

@@ -116,6 +116,11 @@ std::vector<at::Tensor> lookup_forward(const at::Tensor& table_in, const at::Ten
   const at::Tensor slots = slots_in.has_value() ? slots_in->contiguous() : at::Tensor();
   const int64_t n = x.size(0), L = spec.levels, S = spec.size, F = table.size(1);
   TORCH_CHECK(table.size(0) % (L * S) == 0, "table rows must be a multiple of levels * table_size");
+  if (slots.defined() && n > 0) {
+    const int64_t top = slots.max().item<int64_t>();
+    TORCH_CHECK(slots.min().item<int64_t>() >= 0 && top < table.size(0) / (L * S), "slot ", top,
+                " out of range for a table of ", table.size(0) / (L * S), " scenes");
+  }
   at::Tensor z = at::empty({n, L * F}, x.options());
   at::Tensor dz = with_grad ? at::empty({3, n, L * F}, x.options()) : at::empty({0}, x.options());
   const float* tp = table.data_ptr<float>();
