@@ -154,3 +154,12 @@ def test_dictionary_argument_rejects_bad_input(text):
 
     with pytest.raises(argparse.ArgumentTypeError):
         rc.dictionary_argument(text)
+
+
+@pytest.mark.parametrize("scene", ["dtu", "maryrose"])
+def test_background_run_twins_the_first_run(scene):
+    plain = rc.scene_runs(scene, 3, "auto")
+    specs = rc.scene_runs(scene, 3, "auto", appearance=True, background=True)
+    assert [s.name for s in specs[1:3]] == [f"{plain[0].name} + appearance", f"{plain[0].name} + background field"]
+    assert specs[2].overrides == {**plain[0].overrides, "pipeline.model.background_model": "inverted-sphere"}
+    assert [s.name for s in specs[:1] + specs[3:]] == [s.name for s in plain]

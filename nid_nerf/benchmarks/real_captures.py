@@ -158,16 +158,22 @@ class RunSpec:
 
 
 def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]] = None,
-               appearance: bool = False) -> List[RunSpec]:
+               appearance: bool = False, background: bool = False) -> List[RunSpec]:
     """The runs of a scene's protocol (see the module docstring); ``dictionary`` (name, dictionary.pt) adds a DTU
     run solved against that pretrained dictionary, side by side with the run from scratch; ``appearance`` adds the
-    scene's first nid-field run again with per-image appearance transforms (``model.appearance affine``)."""
+    scene's first nid-field run again with per-image appearance transforms (``model.appearance affine``);
+    ``background`` adds it again with the inverted-sphere background field (``model.background-model
+    inverted-sphere``), which a masked capture does not get by default."""
     specs = _protocol_runs(scene, views, masks, dictionary)
+    first = specs[0]
+    extra = []
     if appearance:
-        first = specs[0]
-        specs.insert(1, RunSpec(f"{first.name} + appearance", first.method, first.transforms,
-                                {**first.overrides, "pipeline.model.appearance": "affine"}, first.mesh,
-                                first.silhouettes))
+        extra.append(("appearance", {"pipeline.model.appearance": "affine"}))
+    if background:
+        extra.append(("background field", {"pipeline.model.background_model": "inverted-sphere"}))
+    for i, (label, overrides) in enumerate(extra):
+        specs.insert(1 + i, RunSpec(f"{first.name} + {label}", first.method, first.transforms,
+                                    {**first.overrides, **overrides}, first.mesh, first.silhouettes))
     return specs
 
 
@@ -305,7 +311,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     from nid_nerf.benchmarks.method_config import make_trainer_config
 
     source = Path(args.data_root) / SCENES[scene]
-    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance)
+    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance, args.background)
     scratch = Path(tempfile.mkdtemp(prefix=f"nid_real_{scene}_"))
     runs, hooks, results = [], {}, []
     try:
@@ -554,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dictionary", type=dictionary_argument, default=None, metavar="NAME=DICTIONARY",
                         help="also solve DTU against this pretrained dictionary.pt, side by side with scratch "
                              "(e.g. chair=outputs/shapenet/dict/chair/nid-dict/k16_3k/dictionary.pt)")
+    parser.add_argument("--background", action="store_true",
+                        help="also train each scene's first nid-field run with the inverted-sphere background field "
+                             "(--pipeline.model.background-model inverted-sphere; masked captures default to none), "
+                             "side by side")
     parser.add_argument("--appearance", action="store_true",
                         help="also train each scene's first nid-field run with per-image appearance transforms "
                              "(--pipeline.model.appearance affine), side by side")
