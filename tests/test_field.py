@@ -197,3 +197,24 @@ def test_keep_freed_memory_is_on_by_default_and_can_be_turned_off(monkeypatch):
     monkeypatch.delenv("NID_KEEP_FREED_MEMORY")
     if ctypes.util.find_library("c") and "libc.so.6" in (ctypes.util.find_library("c") or ""):
         assert keep_freed_memory() is True
+
+
+def test_level_weights_hold_back_the_fine_levels_and_keep_the_gradient_exact():
+    from nid_nerf.fields.encoding import level_window
+
+    field = NIDField(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), SPEC, num_experts=1, top_k=1, num_scenes=1)
+    torch.nn.init.uniform_(field.experts.tables, -0.5, 0.5)
+    field.level_weights = level_window(SPEC.num_levels, 0.0, 2)  # levels 2 and 3 off
+    x = (torch.rand(64, 3) * 1.6 - 0.8).requires_grad_()
+    sdf, _, grad = field.geometry_forward(x, with_grad=True)
+    (autograd,) = torch.autograd.grad(sdf.sum(), x, retain_graph=True)
+    assert torch.allclose(grad, autograd, atol=1e-4, rtol=1e-3)
+    # the switched-off levels get no gradient, the others do
+    (sdf.sum() + grad.norm(dim=-1).sum()).backward()
+    per_level = field.experts.tables.grad.abs().sum(dim=(0, 2, 3))
+    assert per_level[2] == 0 and per_level[3] == 0 and per_level[0] > 0 and per_level[1] > 0
+    # all levels on is the plain field
+    field.level_weights = level_window(SPEC.num_levels, 1.0, 2)
+    full = field.geometry_forward(x.detach(), with_grad=False)[0]
+    field.level_weights = None
+    assert torch.equal(full, field.geometry_forward(x.detach(), with_grad=False)[0])

@@ -125,6 +125,21 @@ def interpolate(
     return z, out[1:].reshape(3, n, -1)
 
 
+def level_window(num_levels: int, progress: float, start_levels: float) -> Float[Tensor, " L"]:
+    """Weights of the hash-grid levels for a coarse-to-fine schedule: levels below ``start_levels`` are on from the
+    start, the rest come in one after another, each ramping linearly from 0 to 1, until all are on at ``progress``
+    1 (as in BARF's frequency window and Neuralangelo's level schedule).
+
+    With few views the fine levels can fit each photo's pixels with a wrong surface before the coarse levels have
+    found the right one; holding them back lets the coarse levels settle first.
+
+    >>> level_window(4, 0.0, 1).tolist(), level_window(4, 0.5, 1).tolist(), level_window(4, 1.0, 1).tolist()
+    ([1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0])
+    """
+    alpha = start_levels + (num_levels - start_levels) * min(max(progress, 0.0), 1.0)
+    return (alpha - torch.arange(num_levels, dtype=torch.float32)).clamp(0.0, 1.0)
+
+
 class ExpertTables(nn.Module):
     """K hash-grid experts held as one batched parameter of shape [K, L, S, F]."""
 

@@ -85,6 +85,9 @@ class NIDField(nn.Module):
         self.fused_lookup = fused_lookup
         """Use the fused C++ lookup (``nid_nerf.fields.fused_lookup``) where it serves the call (CPU, float32, no
         position gradient) and builds; otherwise, and when False, the torch lookup."""
+        self.level_weights: Optional[Tensor] = None
+        """[L] weights of the hash-grid levels' features (a coarse-to-fine schedule, see
+        :func:`nid_nerf.fields.encoding.level_window`); None: every level at full weight."""
         # per-scene refine table, added to the mixed table; set when solving a scene (was "residual" before 0.2)
         self.register_parameter("refine_table", None)
         if implementation == "tcnn":
@@ -158,6 +161,10 @@ class NIDField(nn.Module):
         extent = hi - lo
         x01 = (positions - lo) / extent
         z, dz = self._lookup_table(table, slots, x01, with_grad)
+        if self.level_weights is not None:
+            w = self.level_weights.to(z).repeat_interleave(self.spec.features_per_level)
+            z = z * w
+            dz = dz * w if dz is not None else None
         xn = x01 * 2.0 - 1.0
         pe, dpe = positional_encoding(xn, self.pe_freqs)
         feats = torch.cat([z, pe], -1)

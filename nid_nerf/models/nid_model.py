@@ -30,7 +30,7 @@ from nid_nerf.dataparsers.training_masks import IMAGE_CHANNELS, OBJECT_MASKS
 from nid_nerf.errors import NIDInputError
 from nid_nerf.fields.background import BackgroundFieldConfig, InvertedSphereBackground
 from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
-from nid_nerf.fields.encoding import HashGridSpec
+from nid_nerf.fields.encoding import HashGridSpec, level_window
 from nid_nerf.fields.nid_field import NIDField
 from nid_nerf.fields.tcnn_backend import resolve_implementation
 from nid_nerf.model_components.appearance import ImageAppearance
@@ -191,6 +191,11 @@ class NIDModelConfig(ModelConfig):
     """auto: tiny-cuda-nn for the colour MLP when it imports and CUDA is present, else pure torch."""
     sphere_radius: float = 0.5
     """Initial SDF is a sphere of this radius, as a fraction of the half-extent of the scene box."""
+    level_warmup_steps: int = 0
+    """Coarse-to-fine hash grid: over this many training steps the levels above level_warmup_start come in one after
+    another (nid_nerf.fields.encoding.level_window); 0 = every level from the start."""
+    level_warmup_start: int = 2
+    """Levels on from the first step when level_warmup_steps > 0."""
     # --- rendering
     num_coarse_samples: int = 64
     """Uniform samples per ray looked up in the cached SDF grid (cheap)."""
@@ -469,6 +474,13 @@ class NIDModel(Model):
             self.update_coarse_grid(tick // parts, tick % parts, parts)
 
         callbacks = [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], refresh_grid)]
+        if self.config.level_warmup_steps > 0:
+            def widen_levels(step: int) -> None:
+                progress = step / self.config.level_warmup_steps
+                self.field.level_weights = (None if progress >= 1.0 else level_window(
+                    self.field.spec.num_levels, progress, self.config.level_warmup_start).to(self.device))
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], widen_levels))
         if self.config.thread_policy == "adaptive" and self.device.type == "cpu":
             policy = AdaptiveThreads(log=CONSOLE.log)
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], policy.check,
