@@ -163,3 +163,16 @@ def test_background_run_twins_the_first_run(scene):
     assert [s.name for s in specs[1:3]] == [f"{plain[0].name} + appearance", f"{plain[0].name} + background field"]
     assert specs[2].overrides == {**plain[0].overrides, "pipeline.model.background_model": "inverted-sphere"}
     assert [s.name for s in specs[:1] + specs[3:]] == [s.name for s in plain]
+
+
+def test_also_argument_parses_labelled_overrides():
+    label, overrides = rc.also_argument("c2f:pipeline.model.level-warmup-steps=1500,pipeline.model.background_model="
+                                        "inverted-sphere,pipeline.model.refine=false")
+    assert label == "c2f"
+    assert overrides == {"pipeline.model.level_warmup_steps": 1500,
+                         "pipeline.model.background_model": "inverted-sphere", "pipeline.model.refine": False}
+    specs = rc.scene_runs("dtu", 3, "auto", also=[(label, overrides)])
+    assert specs[1].name == "nid-field, 3 views + c2f" and specs[1].overrides["pipeline.model.level_warmup_steps"] == 1500
+    for bad in ("no-colon", "label:", "label:key", ":a=1"):
+        with pytest.raises(Exception, match="LABEL:path=value"):
+            rc.also_argument(bad)

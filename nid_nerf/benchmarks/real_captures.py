@@ -158,12 +158,14 @@ class RunSpec:
 
 
 def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[str, Path]] = None,
-               appearance: bool = False, background: bool = False) -> List[RunSpec]:
+               appearance: bool = False, background: bool = False,
+               also: Sequence[Tuple[str, Dict[str, Any]]] = ()) -> List[RunSpec]:
     """The runs of a scene's protocol (see the module docstring); ``dictionary`` (name, dictionary.pt) adds a DTU
     run solved against that pretrained dictionary, side by side with the run from scratch; ``appearance`` adds the
     scene's first nid-field run again with per-image appearance transforms (``model.appearance affine``);
     ``background`` adds it again with the inverted-sphere background field (``model.background-model
-    inverted-sphere``), which a masked capture does not get by default."""
+    inverted-sphere``), which a masked capture does not get by default; each (label, overrides) of ``also`` adds it
+    again with those config overrides (``--also``)."""
     specs = _protocol_runs(scene, views, masks, dictionary)
     first = specs[0]
     extra = []
@@ -171,6 +173,7 @@ def scene_runs(scene: str, views: int, masks: str, dictionary: Optional[Tuple[st
         extra.append(("appearance", {"pipeline.model.appearance": "affine"}))
     if background:
         extra.append(("background field", {"pipeline.model.background_model": "inverted-sphere"}))
+    extra += [(label, dict(overrides)) for label, overrides in also]
     for i, (label, overrides) in enumerate(extra):
         specs.insert(1 + i, RunSpec(f"{first.name} + {label}", first.method, first.transforms,
                                     {**first.overrides, **overrides}, first.mesh, first.silhouettes))
@@ -311,7 +314,8 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     from nid_nerf.benchmarks.method_config import make_trainer_config
 
     source = Path(args.data_root) / SCENES[scene]
-    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance, args.background)
+    specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance, args.background,
+                        args.also)
     scratch = Path(tempfile.mkdtemp(prefix=f"nid_real_{scene}_"))
     runs, hooks, results = [], {}, []
     try:
@@ -540,6 +544,25 @@ def dictionary_argument(text: str) -> Tuple[str, Path]:
     return name, Path(path)
 
 
+def _config_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def also_argument(text: str) -> Tuple[str, Dict[str, Any]]:
+    """``LABEL:path=value[,path=value...]`` of ``--also``: a run label and its config overrides."""
+    label, sep, rest = text.partition(":")
+    pairs = [p.partition("=") for p in rest.split(",") if p]
+    if not sep or not label or not pairs or any(not k or not eq for k, eq, _ in pairs):
+        raise argparse.ArgumentTypeError(f"'{text}' is not LABEL:path=value[,path=value]; write e.g. "
+                                         "'coarse-to-fine:pipeline.model.level_warmup_steps=1500'")
+    return label, {k.replace("-", "_"): _config_value(v) for k, _, v in pairs}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
@@ -567,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--appearance", action="store_true",
                         help="also train each scene's first nid-field run with per-image appearance transforms "
                              "(--pipeline.model.appearance affine), side by side")
+    parser.add_argument("--also", type=also_argument, action="append", default=[],
+                        metavar="LABEL:path=value[,path=value]",
+                        help="also train each scene's first nid-field run with these config overrides, side by side "
+                             "(repeatable; e.g. 'coarse-to-fine:pipeline.model.level_warmup_steps=1500')")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mesh-resolution", type=int, default=192, help="grid samples along the box (0: no meshes)")
