@@ -34,3 +34,24 @@ def test_train_markdown_reports_ratios_against_the_baseline():
     # the baseline reaches its final 22 dB at 240 s, the fast variant at 120 s: 2.00x
     assert "fast, 2.00x sooner to equal quality (target 2x): **met**" in text
     assert "- fast: 2.50x field samples/s, 4.00x steps/s" in text
+
+
+def test_repeats_summary_groups_runs_by_variant_settings():
+    from nid_nerf.benchmarks.cpu_speed import FUSED, TODAY, repeats_markdown
+
+    def run(fast_evals):
+        base = _row("before", [(60.0, 100, 18.0), (120.0, 200, 20.0), (240.0, 400, 22.0)], step_seconds=0.4)
+        fast = _row("an old name", fast_evals, step_seconds=0.1, samples=2500.0)
+        base["overrides"], fast["overrides"] = TODAY, FUSED
+        return {"rows": [base, fast], "seed": 1, "seconds": 240.0}
+
+    # run a: 22 dB at 120 s (2x); run b: at 180 s (1.33x); run c: at 60 s (4x)
+    a = run([(60.0, 400, 20.0), (120.0, 800, 22.0), (240.0, 1600, 23.0)])
+    b = run([(60.0, 400, 19.0), (180.0, 800, 22.0), (240.0, 1600, 23.0)])
+    c = run([(60.0, 400, 22.0), (120.0, 800, 22.5), (240.0, 1600, 23.0)])
+    text = "\n".join(repeats_markdown([("a", a), ("b", b), ("c", c)]))
+    assert "an old name" not in text  # labelled by today's name of the same settings
+    summary = [line for line in text.splitlines() if line.startswith("| 16 fine") and "| 3 |" in line]
+    assert len(summary) == 1
+    # to-final ratios 2.00, 1.33, 4.00: median 2.00x, two runs at 2x or more
+    assert "| 2.00x |" in summary[0] and "2 /" in summary[0] and "of 3 |" in summary[0]

@@ -180,7 +180,7 @@ def viewer_markdown(rows: List[Dict[str, Any]]) -> List[str]:
 
 # ----------------------------------------------------------------------------------------------- train
 def run_train(data: Path, seconds: float, eval_every: float, eval_images: int, rays: int,
-              variants: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+              variants: Dict[str, Dict[str, Any]], seed: int = 42) -> List[Dict[str, Any]]:
     """Train every variant side by side (one iteration each in turn) for ``seconds`` of training clock each."""
     from nid_nerf.benchmarks.harness import EveryTrainSeconds, Stop, TrainRun, train
     from nid_nerf.benchmarks.method_config import make_trainer_config
@@ -211,7 +211,7 @@ def run_train(data: Path, seconds: float, eval_every: float, eval_images: int, r
         for name, settings in variants.items():
             overrides = {k: v for k, v in settings.items() if k != "index_dtype"}
             config = make_trainer_config("nid-field", data, out / str(len(runs)), rays_per_batch=rays,
-                                         overrides=overrides)
+                                         overrides=overrides, seed=seed)
             run = VariantRun(config, eval_images=eval_images, name=name)
             run.index_dtype = getattr(torch, settings.get("index_dtype", "int32"))
             runs.append(run)
@@ -320,6 +320,66 @@ def train_markdown(rows: List[Dict[str, Any]], figure: Optional[str]) -> List[st
     return lines + [""]
 
 
+def speedups(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Each variant of one run against its first row (the baseline): steps/s, field samples/s, the time to the
+    baseline's final and to its best PSNR, and the median over whole-dB levels of the time ratio."""
+    base = rows[0]
+    final = base["evals"][-1]["psnr"]
+    best = max(e["psnr"] for e in base["evals"])
+    levels = sorted({float(v) for v in range(int(base["evals"][0]["psnr"]) + 1, int(final) + 1)} | {round(final, 2)})
+    out = []
+    for r in rows[1:]:
+        ratios = [seconds_to(base, v) / seconds_to(r, v) for v in levels
+                  if math.isfinite(seconds_to(r, v)) and seconds_to(r, v) > 0]
+        out.append({"variant": r["variant"],
+                    "steps_per_second": base["median_step_seconds"] / r["median_step_seconds"],
+                    "samples_per_second": r["field_samples_per_second"] / base["field_samples_per_second"],
+                    "to_final": seconds_to(base, final) / seconds_to(r, final),
+                    "to_best": seconds_to(base, best) / seconds_to(r, best),
+                    "median_over_levels": statistics.median(ratios) if ratios else math.nan})
+    return out
+
+
+def variant_label(row: Dict[str, Any]) -> str:
+    """Today's name of a row's variant: the ``TRAIN_VARIANTS`` entry with the same settings (runs before a rename
+    wrote other names), else the name the run wrote."""
+    settings = json.dumps(row.get("overrides"), sort_keys=True)
+    return next((name for name, v in TRAIN_VARIANTS.items() if json.dumps(v, sort_keys=True) == settings),
+                row["variant"])
+
+
+def repeats_markdown(runs: List[Tuple[str, Dict[str, Any]]]) -> List[str]:
+    """One row per (run, variant) of several side-by-side runs' ``train`` parts, then the median over the runs."""
+    lines = ["## Training throughput over repeated runs", "",
+             "Each run trains its variants side by side in one process (its own table is in its JSON); ratios are "
+             "the baseline's over the variant's, times interpolated between evaluations. Final / best: the time "
+             "to the baseline's last / highest evaluated PSNR; levels: the median over whole-dB levels up to the "
+             "baseline's final PSNR.", "",
+             "| run | seed | seconds per variant | variant | s / step | steps/s | field samples/s | to final PSNR | "
+             "to best PSNR | median over levels |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    per_variant: Dict[str, List[Dict[str, Any]]] = {}
+    for name, part in runs:
+        rows = part["rows"]
+        for r, sp in zip(rows[1:], speedups(rows)):
+            label = variant_label(r)
+            per_variant.setdefault(label, []).append(sp)
+            lines.append(f"| {name} | {part.get('seed', 42)} | {part.get('seconds', float('nan')):.0f} | "
+                         f"{label} | {r['median_step_seconds']:.3f} | {sp['steps_per_second']:.2f}x | "
+                         f"{sp['samples_per_second']:.2f}x | {sp['to_final']:.2f}x | {sp['to_best']:.2f}x | "
+                         f"{sp['median_over_levels']:.2f}x |")
+    lines += ["", "| variant | runs | steps/s | field samples/s | to final PSNR | to best PSNR | median over levels | "
+              "runs at 2x or more (final / best / levels) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for variant, sps in per_variant.items():
+        def med(key):
+            values = [sp[key] for sp in sps if math.isfinite(sp[key])]
+            return f"{statistics.median(values):.2f}x" if values else "-"
+        hits = " / ".join(str(sum(sp[k] >= TRAIN_TARGET for sp in sps)) for k in ("to_final", "to_best",
+                                                                                  "median_over_levels"))
+        lines.append(f"| {variant} | {len(sps)} | {med('steps_per_second')} | {med('samples_per_second')} | "
+                     f"{med('to_final')} | {med('to_best')} | {med('median_over_levels')} | {hits} of {len(sps)} |")
+    return lines + [""]
+
+
 def plot_train(rows: List[Dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -414,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=float, default=30.0)
     parser.add_argument("--eval-images", type=int, default=3)
     parser.add_argument("--rays", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=42, help="--machine.seed of every training variant")
+    parser.add_argument("--variants", type=int, nargs="+", default=None,
+                        help="indices into TRAIN_VARIANTS to train (default: all; 0, the baseline, is always kept)")
+    parser.add_argument("--train-runs", type=Path, nargs="*", default=[],
+                        help="JSON files of earlier runs whose train parts are summarised side by side with this "
+                             "one's (the repeats table)")
     parser.add_argument("--thread-steps", type=int, default=15)
     parser.add_argument("--json", type=Path, default=Path("docs/cpu_speed.json"))
     parser.add_argument("--output", type=Path, default=Path("docs/cpu_speed.md"))
@@ -440,10 +506,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if viewer_config is None or not Path(viewer_config).is_file():
             raise NIDInputError("the viewer section needs --viewer-config (or --render-config) CONFIG.yml of a run")
         parts["viewer"] = {**stamp, "rows": run_viewer(Path(viewer_config), args.output.parent, args.viewer_timeout)}
+    for run in args.train_runs:
+        if not run.is_file() or "train" not in json.loads(run.read_text()):
+            raise NIDInputError(f"--train-runs {run} is not the JSON of a benchmark run with a train section")
     if "train" in args.sections:
-        parts["train"] = {**stamp, "data": str(args.data), "seconds": args.seconds,
+        names = list(TRAIN_VARIANTS)
+        chosen = sorted({0, *(args.variants if args.variants is not None else range(len(names)))})
+        if any(not 0 <= i < len(names) for i in chosen):
+            raise NIDInputError(f"--variants {args.variants}: pick indices from 0 to {len(names) - 1} "
+                                f"({'; '.join(f'{i}: {n}' for i, n in enumerate(names))})")
+        parts["train"] = {**stamp, "data": str(args.data), "seconds": args.seconds, "seed": args.seed,
                           "rows": run_train(args.data, args.seconds, args.eval_every, args.eval_images, args.rays,
-                                            TRAIN_VARIANTS)}
+                                            {names[i]: TRAIN_VARIANTS[names[i]] for i in chosen}, args.seed)}
+    if args.train_runs:
+        parts["repeats"] = {**stamp, "runs": [{"json": str(p), "train": json.loads(p.read_text())["train"]}
+                                              for p in args.train_runs]}
     if "threads" in args.sections:
         parts["threads"] = {**stamp, "data": str(args.data), "steps": args.thread_steps,
                             "rows": run_threads(args.data, args.thread_steps, args.rays)}
@@ -472,4 +549,8 @@ def markdown(parts: Dict[str, Any], output: Path) -> str:
         lines += train_markdown(parts["train"]["rows"], figure.name)
     if "threads" in parts:
         lines += threads_markdown(parts["threads"]["rows"], parts["threads"]["steps"])
+    if "repeats" in parts:
+        runs = [(Path(r["json"]).stem if Path(r["json"]).stem != "cpu_speed" else Path(r["json"]).parent.name,
+                 r["train"]) for r in parts["repeats"]["runs"]]
+        lines += repeats_markdown(runs + ([("this run", parts["train"])] if "train" in parts else []))
     return "\n".join(lines) + "\n"
