@@ -340,6 +340,10 @@ def speedups(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}x" if math.isfinite(ratio) else "-"
+
+
 def variant_label(row: Dict[str, Any]) -> str:
     """Today's name of a row's variant: the ``TRAIN_VARIANTS`` entry with the same settings (runs before a rename
     wrote other names), else the name the run wrote."""
@@ -365,8 +369,8 @@ def repeats_markdown(runs: List[Tuple[str, Dict[str, Any]]]) -> List[str]:
             per_variant.setdefault(label, []).append(sp)
             lines.append(f"| {name} | {part.get('seed', 42)} | {part.get('seconds', float('nan')):.0f} | "
                          f"{label} | {r['median_step_seconds']:.3f} | {sp['steps_per_second']:.2f}x | "
-                         f"{sp['samples_per_second']:.2f}x | {sp['to_final']:.2f}x | {sp['to_best']:.2f}x | "
-                         f"{sp['median_over_levels']:.2f}x |")
+                         f"{sp['samples_per_second']:.2f}x | {_x(sp['to_final'])} | {_x(sp['to_best'])} | "
+                         f"{_x(sp['median_over_levels'])} |")
     lines += ["", "| variant | runs | steps/s | field samples/s | to final PSNR | to best PSNR | median over levels | "
               "runs at 2x or more (final / best / levels) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for variant, sps in per_variant.items():
