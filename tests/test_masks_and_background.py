@@ -135,7 +135,7 @@ def test_object_masks_are_sampled_everywhere_with_a_mask_loss_that_empties_the_b
     pipeline = _pipeline(scene, mask_loss_mult=1.0)
     dm, model = pipeline.datamanager, pipeline.model
     assert dm.train_dataset.metadata[OBJECT_MASKS] and dm.train_dataset.metadata[IMAGE_CHANNELS] == 3
-    assert model.object_masks and model.background is None  # auto: masked data has no background model
+    assert model.object_masks and model.background is not None  # auto: masked photos get the background field
     assert dm.train_pixel_sampler.config.ignore_mask
     _, batch = dm.next_train(0)
     inside = batch["mask"].float().mean()
@@ -168,8 +168,9 @@ def test_object_masks_are_sampled_everywhere_with_a_mask_loss_that_empties_the_b
 
 
 def test_masked_rgb_target_is_the_eval_background_outside_the_mask(tmp_path):
+    """Without a background model (``background-model none``; auto gives masked photos the background field)."""
     torch.manual_seed(0)
-    pipeline = _pipeline(_masked_scene(tmp_path / "scene"))
+    pipeline = _pipeline(_masked_scene(tmp_path / "scene"), background_model="none")
     model = pipeline.model
     ray_bundle, batch = pipeline.datamanager.next_train(0)
     outputs = model(ray_bundle)
@@ -283,7 +284,8 @@ def test_the_background_shows_only_where_the_sdf_is_transparent():
 def test_auto_background_follows_the_data():
     assert _tiny_model().background is None  # no metadata (tests, collections): as before
     assert _tiny_model(metadata={IMAGE_CHANNELS: 4}).background is None  # RGBA: synthetic scenes unchanged
-    assert _tiny_model(metadata={IMAGE_CHANNELS: 3, OBJECT_MASKS: True}).background is None  # masked photos
+    masked = _tiny_model(metadata={IMAGE_CHANNELS: 3, OBJECT_MASKS: True})  # masked photos: the mask keeps the SDF
+    assert masked.background is not None and masked.object_masks  # on the object, the field renders the rest
     assert _tiny_model(metadata={IMAGE_CHANNELS: 3}).background is not None  # photos with their background
     with pytest.raises(NIDInputError, match="RGBA") as err:
         _tiny_model(background_model="inverted-sphere", metadata={IMAGE_CHANNELS: 4})
