@@ -2,7 +2,10 @@
 
 import math
 
+import pytest
+
 from nid_nerf.benchmarks.cpu_speed import seconds_to, train_markdown
+from nid_nerf.errors import NIDInputError
 
 
 def _row(name, evals, step_seconds=0.1, samples=1000.0):
@@ -55,3 +58,26 @@ def test_repeats_summary_groups_runs_by_variant_settings():
     assert len(summary) == 1
     # to-final ratios 2.00, 1.33, 4.00: median 2.00x, two runs at 2x or more
     assert "| 2.00x |" in summary[0] and "2 /" in summary[0] and "of 3 |" in summary[0]
+
+
+def test_main_with_no_sections_writes_only_the_repeats_table(tmp_path):
+    import json
+
+    from nid_nerf.benchmarks.cpu_speed import FUSED, TODAY, main
+
+    base = _row("before", [(60.0, 100, 18.0), (120.0, 200, 20.0), (240.0, 400, 22.0)], step_seconds=0.4)
+    fast = _row("fast", [(60.0, 400, 20.0), (120.0, 800, 22.0), (240.0, 1600, 23.0)], step_seconds=0.1)
+    base["overrides"], fast["overrides"] = TODAY, FUSED
+    run = tmp_path / "run1.json"
+    run.write_text(json.dumps({"train": {"rows": [base, fast], "seed": 3, "seconds": 240.0}}))
+    out = tmp_path / "speed.md"
+    assert main(["--sections", "--train-runs", str(run), "--json", str(tmp_path / "speed.json"),
+                 "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "## Training throughput over repeated runs" in text and "| run1 | 3 | 240 |" in text
+    assert "## Render path" not in text
+    not_a_run = tmp_path / "other.json"
+    not_a_run.write_text("{}")
+    with pytest.raises(NIDInputError, match="not the JSON of a benchmark run"):
+        main(["--sections", "--train-runs", str(not_a_run), "--json", str(tmp_path / "x.json"),
+              "--output", str(tmp_path / "x.md")])

@@ -463,8 +463,9 @@ def threads_markdown(rows: List[Dict[str, Any]], steps: int) -> List[str]:
 # ----------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", default=["render", "train", "threads"],
-                        choices=["render", "viewer", "train", "threads"])
+    parser.add_argument("--sections", nargs="*", default=["render", "train", "threads"],
+                        choices=["render", "viewer", "train", "threads"],
+                        help="none, with --train-runs: only the table of repeated runs")
     parser.add_argument("--data", type=Path, help="scene folder for the train and threads sections")
     parser.add_argument("--render-config", type=Path, nargs="*", default=[],
                         help="config.yml of trained nid-field runs for the render section")
@@ -482,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", type=int, nargs="+", default=None,
                         help="indices into TRAIN_VARIANTS to train (default: all; 0, the baseline, is always kept)")
     parser.add_argument("--train-runs", type=Path, nargs="*", default=[],
-                        help="JSON files of earlier runs whose train parts are summarised side by side with this "
-                             "one's (the repeats table)")
+                        help="JSON files of runs with a train section, summarised in one table of repeats (list "
+                             "this run's --json too to include it)")
     parser.add_argument("--thread-steps", type=int, default=15)
     parser.add_argument("--json", type=Path, default=Path("docs/cpu_speed.json"))
     parser.add_argument("--output", type=Path, default=Path("docs/cpu_speed.md"))
@@ -556,5 +557,5 @@ def markdown(parts: Dict[str, Any], output: Path) -> str:
     if "repeats" in parts:
         runs = [(Path(r["json"]).stem if Path(r["json"]).stem != "cpu_speed" else Path(r["json"]).parent.name,
                  r["train"]) for r in parts["repeats"]["runs"]]
-        lines += repeats_markdown(runs + ([("this run", parts["train"])] if "train" in parts else []))
+        lines += repeats_markdown(runs)
     return "\n".join(lines) + "\n"
