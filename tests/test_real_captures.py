@@ -172,7 +172,8 @@ def test_also_argument_parses_labelled_overrides():
     assert overrides == {"pipeline.model.level_warmup_steps": 1500,
                          "pipeline.model.background_model": "inverted-sphere", "pipeline.model.refine": False}
     specs = rc.scene_runs("dtu", 3, "auto", also=[(label, overrides)])
-    assert specs[1].name == "nid-field, 3 views + c2f" and specs[1].overrides["pipeline.model.level_warmup_steps"] == 1500
+    assert specs[1].name == "nid-field, 3 views + c2f"
+    assert specs[1].overrides["pipeline.model.level_warmup_steps"] == 1500
     for bad in ("no-colon", "label:", "label:key", ":a=1"):
         with pytest.raises(Exception, match="LABEL:path=value"):
             rc.also_argument(bad)

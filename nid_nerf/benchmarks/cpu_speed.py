@@ -251,9 +251,10 @@ def seconds_to(row: Dict[str, Any], psnr: float, key: str = "seconds") -> float:
     """Training clock (or, with ``key="step"``, steps) at which the PSNR curve first reaches ``psnr`` (NaN if never).
 
     The curve is the evaluations joined by straight lines: the crossing is interpolated between the last evaluation
-    below ``psnr`` and the first at or above it (the first evaluation's own time when it is already there). Reading the first
-    evaluation at or above instead rounds every time up to the evaluation grid, which at 30 s evaluations and a
-    120-240 s answer moves a ratio by up to 25 % (the third run's 2.0x was 120 s against 240 s on that grid).
+    below ``psnr`` and the first at or above it (the first evaluation's own time when it is already there).
+    Reading the first evaluation at or above instead rounds every time up to the evaluation grid, which at 30 s
+    evaluations and a 120-240 s answer moves a ratio by up to 25 % (the third run's 2.0x was 120 s against 240 s
+    on that grid).
     """
     previous = None
     for e in row["evals"]:
@@ -287,8 +288,8 @@ def train_markdown(rows: List[Dict[str, Any]], figure: Optional[str]) -> List[st
                           + (f" ({base_time / seconds_to(r, goal):.2f}x sooner)" if r is not base
                              and math.isfinite(seconds_to(r, goal)) else "") for r in rows) + "."]
     levels = sorted({float(v) for v in range(int(base["evals"][0]["psnr"]) + 1, int(goal) + 1)} | {round(goal, 2)})
-    lines += ["", "Training clock (s) at which each variant's PSNR curve first reaches each level, interpolated between "
-              "evaluations (steps in brackets):", "",
+    lines += ["", "Training clock (s) at which each variant's PSNR curve first reaches each level, interpolated "
+              "between evaluations (steps in brackets):", "",
               "| variant | " + " | ".join(f"{v:.2f} dB" for v in levels) + " |",
               "|---|" + "---:|" * len(levels)]
     for r in rows:
@@ -374,7 +375,7 @@ def repeats_markdown(runs: List[Tuple[str, Dict[str, Any]]]) -> List[str]:
     lines += ["", "| variant | runs | steps/s | field samples/s | to final PSNR | to best PSNR | median over levels | "
               "runs at 2x or more (final / best / levels) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for variant, sps in per_variant.items():
-        def med(key):
+        def med(key, sps=sps):
             values = [sp[key] for sp in sps if math.isfinite(sp[key])]
             return f"{statistics.median(values):.2f}x" if values else "-"
         hits = " / ".join(str(sum(sp[k] >= TRAIN_TARGET for sp in sps)) for k in ("to_final", "to_best",
