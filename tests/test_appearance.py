@@ -33,7 +33,7 @@ def test_each_ray_uses_its_own_image():
 
 def test_model_trains_the_transforms_of_the_batch_images_and_evaluates_without_them(tmp_path):
     torch.manual_seed(0)
-    pipeline = _pipeline(_masked_scene(tmp_path / "scene"), appearance="affine")
+    pipeline = _pipeline(_masked_scene(tmp_path / "scene"), appearance="affine", background_model="none")
     model = pipeline.model
     assert model.appearance is not None and model.appearance.delta.shape == (4, 3, 4)
     assert "appearance" in model.get_param_groups()
