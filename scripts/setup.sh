@@ -35,8 +35,8 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
-# The fused C++ hash-grid lookup (nid_nerf/fields/fused_lookup.cpp): compiled once per machine with g++ and ninja
-# (about 15 s; cached in torch's extension folder), then checked against the torch lookup. Without a compiler the
-# field falls back to the torch lookup.
+# The fused C++ hash-grid lookup and softplus (nid_nerf/fields/fused_lookup.cpp, fused_softplus.cpp): compiled once
+# per machine with g++ and ninja (about 20 s; cached in torch's extension folder), then checked against torch's ops.
+# Without a compiler the field falls back to torch's lookup and softplus.
 "$PY" -m nid_nerf.fields.fused_lookup 2>&1 | grep -v "No CUDA runtime is found" \
-  || echo "warning: the fused hash-grid lookup did not build (is g++ installed?); training uses the slower torch lookup"
+  || echo "warning: the fused hash-grid lookup and softplus did not build (is g++ installed?); training uses torch's slower ops"

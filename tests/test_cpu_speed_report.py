@@ -40,12 +40,12 @@ def test_train_markdown_reports_ratios_against_the_baseline():
 
 
 def test_repeats_summary_groups_runs_by_variant_settings():
-    from nid_nerf.benchmarks.cpu_speed import FUSED, TODAY, repeats_markdown
+    from nid_nerf.benchmarks.cpu_speed import DEFAULT, TODAY, repeats_markdown
 
     def run(fast_evals):
         base = _row("before", [(60.0, 100, 18.0), (120.0, 200, 20.0), (240.0, 400, 22.0)], step_seconds=0.4)
         fast = _row("an old name", fast_evals, step_seconds=0.1, samples=2500.0)
-        base["overrides"], fast["overrides"] = TODAY, FUSED
+        base["overrides"], fast["overrides"] = TODAY, DEFAULT
         return {"rows": [base, fast], "seed": 1, "seconds": 240.0}
 
     # run a: 22 dB at 120 s (2x); run b: at 180 s (1.33x); run c: at 60 s (4x)
@@ -63,11 +63,11 @@ def test_repeats_summary_groups_runs_by_variant_settings():
 def test_main_with_no_sections_writes_only_the_repeats_table(tmp_path):
     import json
 
-    from nid_nerf.benchmarks.cpu_speed import FUSED, TODAY, main
+    from nid_nerf.benchmarks.cpu_speed import DEFAULT, TODAY, main
 
     base = _row("before", [(60.0, 100, 18.0), (120.0, 200, 20.0), (240.0, 400, 22.0)], step_seconds=0.4)
     fast = _row("fast", [(60.0, 400, 20.0), (120.0, 800, 22.0), (240.0, 1600, 23.0)], step_seconds=0.1)
-    base["overrides"], fast["overrides"] = TODAY, FUSED
+    base["overrides"], fast["overrides"] = TODAY, DEFAULT
     run = tmp_path / "run1.json"
     run.write_text(json.dumps({"train": {"rows": [base, fast], "seed": 3, "seconds": 240.0}}))
     out = tmp_path / "speed.md"
@@ -81,3 +81,13 @@ def test_main_with_no_sections_writes_only_the_repeats_table(tmp_path):
     with pytest.raises(NIDInputError, match="not the JSON of a benchmark run"):
         main(["--sections", "--train-runs", str(not_a_run), "--json", str(tmp_path / "x.json"),
               "--output", str(tmp_path / "x.md")])
+
+
+def test_rows_of_earlier_runs_keep_a_name_of_their_own():
+    from nid_nerf.benchmarks.cpu_speed import _EARLIER, FORMER_VARIANTS, variant_label
+
+    row = _row("16 fine, eikonal 0.05 + fused C++ lookup (default)", [(60.0, 1, 20.0)])
+    row["overrides"] = dict(_EARLIER)
+    # the default then had no fused softplus: it must not be counted as today's default
+    assert variant_label(row) == next(iter(FORMER_VARIANTS))
+

@@ -53,28 +53,43 @@ RENDER_VARIANTS: Dict[str, Dict[str, Any]] = {
 
 TODAY = {"pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_fraction": 0.25,
          "pipeline.model.compile_field": False, "pipeline.model.fused_lookup": False,
+         "pipeline.model.fused_softplus": False,
          "pipeline.model.thread_policy": "fixed", "index_dtype": "int64"}
 """the training path before this benchmark, written out: 32 fine samples, eikonal share 0.25, int64 hash index math
 in torch ops (``index_dtype`` is not a config field: the benchmark sets ``nid_nerf.fields.encoding.INDEX_DTYPE``
-around each of the variant's steps). The thread policy is fixed for every variant: they share one process, and an
-adaptive policy in one would set the threads of all."""
+around each of the variant's steps), torch's softplus. The thread policy is fixed for
+every variant: they share one process, and an adaptive policy in one would set the threads of all."""
 NEW = {**TODAY, "pipeline.model.num_fine_samples": 16, "pipeline.model.eikonal_sample_fraction": 0.05,
        "index_dtype": "int32"}
 """the sampling defaults of the first change (16 fine samples, eikonal share 0.05, int32 index math), torch lookup"""
-FUSED = {**NEW, "pipeline.model.fused_lookup": True}
-"""today's defaults: the same, with the fused C++ lookup (``nid_nerf.fields.fused_lookup``)"""
+LOOKUP_ONLY = {**NEW, "pipeline.model.fused_lookup": True}
+"""the second change: the fused C++ lookup (``nid_nerf.fields.fused_lookup``), still torch's softplus"""
+DEFAULT = {**LOOKUP_ONLY, "pipeline.model.fused_softplus": True}
+"""today's defaults: the same with the fused softplus (``nid_nerf.fields.fused_softplus``)"""
 TRAIN_VARIANTS: Dict[str, Dict[str, Any]] = {
     "before: 32 fine samples, eikonal share 0.25, int64 hash": TODAY,
-    "16 fine, eikonal 0.05 + fused C++ lookup (default)": FUSED,
-    "32 fine, eikonal 0.05 + fused C++ lookup": {**FUSED, "pipeline.model.num_fine_samples": 32},
-    "32 fine, eikonal 0.25 + fused C++ lookup": {**FUSED, "pipeline.model.num_fine_samples": 32,
-                                                 "pipeline.model.eikonal_sample_fraction": 0.25},
+    "16 fine, eikonal 0.05, fused lookup and softplus (default)": DEFAULT,
+    "16 fine, eikonal 0.05, fused lookup, torch softplus": LOOKUP_ONLY,
+    "32 fine, eikonal 0.05, fused lookup and softplus": {**DEFAULT, "pipeline.model.num_fine_samples": 32},
+    "32 fine, eikonal 0.25, fused lookup and softplus": {**DEFAULT, "pipeline.model.num_fine_samples": 32,
+                                                         "pipeline.model.eikonal_sample_fraction": 0.25},
 }
-"""The first run with the fused lookup also trained ``{**FUSED, "pipeline.model.compile_field": True}``: 0.103 s a
-step against 0.094 without torch.compile (docs/cpu_speed.md), so the compiled variant is no longer in the list. The
-first three runs also trained ``NEW`` (the torch lookup with today's sampling): 0.30-0.33 s a step, 1.1-1.6x sooner
-to the baseline's PSNR (docs/cpu_speed_train_first_run.md, docs/cpu_speed_train_second_run.md); it left the list to
-make room for the 32-sample variant with today's eikonal share, which has the baseline's samples per ray."""
+"""The first run with the fused lookup also trained ``{**LOOKUP_ONLY, "pipeline.model.compile_field": True}``:
+0.103 s a step against 0.094 without torch.compile (docs/cpu_speed.md), so the compiled variant is no longer in the
+list. The first three runs also trained ``NEW`` (the torch lookup with today's sampling): 0.30-0.33 s a step,
+1.1-1.6x sooner to the baseline's PSNR (docs/cpu_speed_train_first_run.md, docs/cpu_speed_train_second_run.md); it
+left the list to make room for the 32-sample variant with today's eikonal share, which has the baseline's samples
+per ray."""
+_EARLIER = {key: value for key, value in LOOKUP_ONLY.items() if key != "pipeline.model.fused_softplus"}
+FORMER_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "16 fine, eikonal 0.05, fused lookup, torch softplus (runs before the fused softplus)": _EARLIER,
+    "32 fine, eikonal 0.05, fused lookup, torch softplus (runs before the fused softplus)":
+        {**_EARLIER, "pipeline.model.num_fine_samples": 32},
+    "32 fine, eikonal 0.25, fused lookup, torch softplus (runs before the fused softplus)":
+        {**_EARLIER, "pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_fraction": 0.25},
+}
+"""the settings earlier runs stored, before the softplus option existed (they used torch's softplus), named for the
+repeats table"""
 
 
 FIXED = {"pipeline.model.thread_policy": "fixed"}
@@ -349,8 +364,8 @@ def variant_label(row: Dict[str, Any]) -> str:
     """Today's name of a row's variant: the ``TRAIN_VARIANTS`` entry with the same settings (runs before a rename
     wrote other names), else the name the run wrote."""
     settings = json.dumps(row.get("overrides"), sort_keys=True)
-    return next((name for name, v in TRAIN_VARIANTS.items() if json.dumps(v, sort_keys=True) == settings),
-                row["variant"])
+    named = {**TRAIN_VARIANTS, **FORMER_VARIANTS}
+    return next((name for name, v in named.items() if json.dumps(v, sort_keys=True) == settings), row["variant"])
 
 
 def repeats_markdown(runs: List[Tuple[str, Dict[str, Any]]]) -> List[str]:
@@ -407,9 +422,12 @@ def time_steps(data: Path, steps: int, rays: int, overrides: Optional[Dict[str, 
     """Seconds of each of ``steps`` training steps of nid-field on ``data`` in this process (after 2 warm-up)."""
     from nid_nerf.benchmarks.harness import TrainRun
     from nid_nerf.benchmarks.method_config import make_trainer_config
+    from nid_nerf.fields import encoding
 
+    overrides = dict(overrides or {})
+    encoding.INDEX_DTYPE = getattr(torch, overrides.pop("index_dtype", "int32"))  # a fresh process per call
     with tempfile.TemporaryDirectory(prefix="nid_threads_") as out:
-        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays, overrides=dict(overrides or {}))
+        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays, overrides=overrides)
         with TrainRun(config) as run:
             seconds = [run.step() for _ in range(steps + 2)][2:]
     return {"seconds": seconds, "median_step_seconds": statistics.median(seconds),

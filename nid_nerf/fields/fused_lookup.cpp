@@ -19,6 +19,10 @@
 #include <cstdint>
 #include <vector>
 
+// The index math must round as torch's float32 ops do (the same corners): no fused multiply-adds here, whatever
+// the build flags allow (fused_softplus.cpp, built with the same flags, may use them).
+#pragma GCC optimize("fp-contract=off")
+
 namespace {
 
 constexpr uint32_t kPrimeY = 2654435761u;

@@ -1,5 +1,8 @@
 """The fused CPU hash-grid lookup (``fused_lookup.cpp``): build, load, and the autograd function.
 
+The same extension also holds the fused softplus of the geometry MLP (``fused_softplus.cpp``, used through
+:mod:`nid_nerf.fields.fused_softplus`); :func:`load` builds and loads both.
+
 On the CPU, :func:`nid_nerf.fields.encoding.corner_lookup` + :func:`~nid_nerf.fields.encoding.interpolate` run as
 about thirty torch ops whose intermediates (indices, weights, gathered features) cost some 15 kB of memory traffic
 per sample, and whose backward is one ``index_add_``: together 60% of a training step (docs/cpu_limits.md: gathers
@@ -34,6 +37,8 @@ from nid_nerf.fields.encoding import HashGridSpec
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_suffix(".cpp")
+SOURCES = (SOURCE, SOURCE.with_name("fused_softplus.cpp"))
+EXTENSION = "nid_fused"
 _lock = threading.Lock()
 _state: dict = {}
 """``loaded``: True / False once tried; ``error``: why it is unavailable."""
@@ -50,12 +55,25 @@ def load(verbose: bool = False) -> bool:
         except Exception as err:  # any build or load failure falls back to the torch lookup
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             _state.update(loaded=False, error=reason)
-            logger.warning("fused hash-grid lookup unavailable (%s); using the torch lookup", reason[:300])
+            logger.warning("fused hash-grid lookup and softplus unavailable (%s); using torch's lookup and softplus",
+                           reason[:300])
         return _state["loaded"]
 
 
+def compile_flags() -> list:
+    """``-O3``, plus ``-mavx2 -mfma`` where torch reports an AVX2 or AVX-512 CPU (the extension is built on the
+    machine that runs it): eight float lanes and fused multiply-adds for the softplus kernel. fused_lookup.cpp turns
+    contraction off for itself (``#pragma GCC optimize``): a multiply-add before a floor rounds once where torch
+    rounds twice, and moved a few corners (a table-gradient mismatch in tests/test_fused_lookup.py)."""
+    flags = ["-O3"]
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")()
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
 def _build_and_register(verbose: bool) -> None:
-    if not hasattr(torch.ops.nid_fused, "lookup_forward"):
+    if not (hasattr(torch.ops.nid_fused, "lookup_forward") and hasattr(torch.ops.nid_fused, "softplus_forward")):
         from torch.utils import cpp_extension
 
         # ninja comes with nerfstudio into the environment's bin folder, which is not on PATH when a tool is run
@@ -63,11 +81,11 @@ def _build_and_register(verbose: bool) -> None:
         bin_dir = str(Path(sys.executable).parent)
         if shutil.which("ninja") is None and shutil.which("ninja", path=bin_dir) is not None:
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-        build_dir = Path(cpp_extension._get_build_directory("nid_fused_lookup", verbose=False))
-        if not (build_dir / "nid_fused_lookup.so").exists():
-            logger.info("building the fused hash-grid lookup (once per machine, 10-30 s) in %s", build_dir)
+        build_dir = Path(cpp_extension._get_build_directory(EXTENSION, verbose=False))
+        if not (build_dir / f"{EXTENSION}.so").exists():
+            logger.info("building the fused hash-grid lookup and softplus (once per machine, 10-40 s) in %s", build_dir)
         cpp_extension.load(
-            name="nid_fused_lookup", sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False,
+            name=EXTENSION, sources=[str(p) for p in SOURCES], extra_cflags=compile_flags(), is_python_module=False,
             verbose=verbose,
         )
     _register_fakes()
@@ -87,6 +105,11 @@ def _register_fakes() -> None:
     @torch.library.register_fake("nid_fused::lookup_backward")
     def _backward_fake(grad_z, grad_dz, x, slots, resolutions, num_dense, table_size, table_rows, features):
         return grad_z.new_empty((table_rows, features))
+
+    @torch.library.register_fake("nid_fused::softplus_forward")
+    def _softplus_fake(x, beta):
+        return [torch.empty_like(x, memory_format=torch.contiguous_format),
+                torch.empty_like(x, memory_format=torch.contiguous_format)]
 
     _state["fakes"] = True
 
@@ -139,7 +162,8 @@ def interpolate(
 
 
 def _check() -> None:
-    """Build, then compare with the torch lookup on random positions (values and table gradients)."""
+    """Build, then compare with the torch lookup on random positions (values and table gradients) and with torch's
+    softplus and sigmoid."""
     from nid_nerf.fields.encoding import corner_lookup
     from nid_nerf.fields.encoding import interpolate as torch_interpolate
 
@@ -160,6 +184,13 @@ def _check() -> None:
     print(f"fused hash-grid lookup: built and loaded; largest relative difference from the torch lookup {err:.1e}")
     if err > 1e-4:
         raise SystemExit("fused hash-grid lookup: differs from the torch lookup")
+    pre = torch.randn(4096, 64) * 0.05
+    y, s = torch.ops.nid_fused.softplus_forward(pre, 100.0)
+    y_t, s_t = torch.nn.functional.softplus(pre, beta=100.0), torch.sigmoid(100.0 * pre)
+    err = max(((y - y_t).abs() / y_t).max().item(), (s - s_t).abs().max().item())
+    print(f"fused softplus: largest relative difference from torch's softplus and sigmoid {err:.1e}")
+    if err > 1e-5:
+        raise SystemExit("fused softplus: differs from torch's softplus")
 
 
 if __name__ == "__main__":

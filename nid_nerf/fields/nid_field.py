@@ -68,6 +68,7 @@ class NIDField(nn.Module):
         sphere_radius: float = 0.5,
         implementation: str = "torch",
         fused_lookup: bool = True,
+        fused_softplus: bool = True,
     ) -> None:
         super().__init__()
         self.register_buffer("aabb", aabb.clone().float())
@@ -78,7 +79,7 @@ class NIDField(nn.Module):
         self.experts = ExpertTables(num_experts, spec)
         self.gate = CodeGate(num_scenes, num_experts, top_k, learnable=learn_codes)
         pe_dim = 3 * (1 + 2 * pe_freqs)
-        self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim)
+        self.geometry = TangentMLP(spec.output_dim + pe_dim, geo_hidden, 1 + geo_feat_dim, fused=fused_softplus)
         self._mix_cache: Optional[Dict[int, Tensor]] = None
         self._compiled_core = None
         self._compiled_color_head = None

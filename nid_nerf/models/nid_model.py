@@ -181,6 +181,10 @@ class NIDModelConfig(ModelConfig):
     """Hash-grid lookup and its backward as one C++ kernel on the CPU (nid_nerf/fields/fused_lookup.cpp; built once
     per machine by scripts/setup.sh, or at the first step; falls back to the torch lookup, with one log line, when it
     cannot be built). Same values as the torch lookup; measured in docs/cpu_speed.md."""
+    fused_softplus: bool = True
+    """The geometry MLP's softplus and its slope from one vectorised C++ pass on the CPU (in the same extension as
+    the fused lookup; nid_nerf/fields/fused_softplus.py): torch's CPU softplus is a scalar loop, 16% of a training
+    step. The same values within a few float32 ulp; measured in docs/cpu_speed.md."""
     thread_policy: Literal["adaptive", "fixed"] = "adaptive"
     """adaptive: every thread_check_steps training steps, use the cores other processes left free since the last
     check (at least 1, at most OMP_NUM_THREADS when set); fixed: torch's own setting. Measured in docs/cpu_speed.md
@@ -300,6 +304,7 @@ class NIDModel(Model):
             sphere_radius=cfg.sphere_radius,
             implementation=resolve_implementation(cfg.implementation),
             fused_lookup=cfg.fused_lookup,
+            fused_softplus=cfg.fused_softplus,
         )
         if cfg.compile_field:
             self.field.compile_core()
