@@ -113,6 +113,9 @@ def test_categorize():
     assert cl.categorize("aten::mm", ["autograd::engine::evaluate_function: MmBackward0"]) == "MLP matmuls"
     assert cl.categorize("aten::bmm", ["aten::einsum", "nid::interpolate"]) == "lookup interpolation (einsum)"
     assert cl.categorize("aten::softplus", ["nid::mlp"]) == "activations (softplus, sigmoid, relu)"
+    assert cl.categorize("nid_fused::softplus_forward", ["nid::mlp"]) == "activations (softplus, sigmoid, relu)"
+    assert cl.categorize("aten::mul", ["autograd::engine::evaluate_function: _FusedSoftplusBackward"]) == (
+        "activations (softplus, sigmoid, relu)")
     assert cl.categorize("aten::sqrt", ["Optimizer.step#Adam.step", "nid::optimizer"]) == "optimizer"
 
 

@@ -496,6 +496,8 @@ def categorize(name: str, ancestors: Sequence[str]) -> str:
     """The profile group of an op: by backward node or by the ``nid::*`` scope it ran in, then by op name."""
     backward = next((a.split(":")[-1].strip() for a in ancestors if a.startswith("autograd::engine::evaluate")), None)
     scope = next((a for a in ancestors if a in _SCOPES), None)
+    if name.startswith("nid_fused::softplus"):
+        return "activations (softplus, sigmoid, relu)"
     if name.startswith("nid_fused::"):
         return "fused lookup (C++ kernel)"
     if any(g in name for g in _GATHER_OPS) or (backward and "IndexSelect" in backward):
@@ -981,9 +983,10 @@ def conclusion(data: Dict) -> str:
         f"other {share.get('other', 0.0):.0%} (largest groups: {', '.join(big[:3])}).",
         ("The lookup and its backward run as one C++ pass each (`nid_nerf/fields/fused_lookup.cpp`, the default on "
          "the CPU): the index math, weights and gathered corners stay in registers, so the lookup's row of the "
-         "'as torch moves it' bound no longer applies to it. The rest of the gap is the decoder's glue: the "
-         "activations and their backward are separate passes over [N, 64] tensors, the tangent rows and the "
-         "compositing are elementwise ops of their own, and every op pays a dispatch and allocation "
+         "'as torch moves it' bound no longer applies to it. The geometry MLP's softplus and its slope are one "
+         "vectorised C++ pass too (`nid_nerf/fields/fused_softplus.cpp`). The rest of the gap is the decoder's "
+         "glue: the activations and their backward are still separate passes over [N, 64] tensors, the tangent "
+         "rows and the compositing are elementwise ops of their own, and every op pays a dispatch and allocation "
          "(`compile_field` fuses part of that)."
          if fused_share > 0 else
          "The rest of the gap is what the fused bound leaves out: each of the 25-35 index and weight ops of "
