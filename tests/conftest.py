@@ -14,7 +14,10 @@ Subprocesses that the tests start (CLIs, ``ns-train``) run unchecked. ``NID_NO_R
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+
+import pytest
 
 RUNTIME_CHECKS = os.environ.get("NID_NO_RUNTIME_CHECKS", "") in ("", "0")
 
@@ -35,3 +38,15 @@ if RUNTIME_CHECKS:
 def pytest_report_header(config) -> str:
     state = "on (jaxtyping + beartype)" if RUNTIME_CHECKS else "off (NID_NO_RUNTIME_CHECKS)"
     return f"nid_nerf runtime shape checks: {state}"
+
+
+@pytest.fixture(scope="module")
+def fused_extension():
+    """The fused C++ extension (lookup and softplus), built and loaded; a skip where no compiler is, a failure where
+    g++ and ninja are but the build failed."""
+    from nid_nerf.fields import fused_lookup
+
+    if not fused_lookup.load():
+        if shutil.which("g++") is not None and shutil.which("ninja") is not None:
+            pytest.fail(f"g++ and ninja are here but the extension did not build: {fused_lookup._state.get('error')}")
+        pytest.skip("no compiler here: the field uses torch's lookup and softplus")

@@ -90,4 +90,3 @@ def test_rows_of_earlier_runs_keep_a_name_of_their_own():
     row["overrides"] = dict(_EARLIER)
     # the default then had no fused softplus: it must not be counted as today's default
     assert variant_label(row) == next(iter(FORMER_VARIANTS))
-

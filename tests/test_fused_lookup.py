@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 
 import pytest
 import torch
@@ -12,22 +11,12 @@ from nid_nerf.fields import fused_lookup
 from nid_nerf.fields.encoding import HashGridSpec, corner_lookup, interpolate
 from nid_nerf.fields.nid_field import NIDField
 
-CAN_BUILD = shutil.which("g++") is not None and shutil.which("ninja") is not None
 
-
-@pytest.fixture(scope="module")
-def built():
-    if not fused_lookup.load():
-        if CAN_BUILD:
-            pytest.fail(f"g++ and ninja are here but the extension did not build: {fused_lookup._state.get('error')}")
-        pytest.skip("no compiler here: the field uses the torch lookup")
-
-
-def test_builds_where_a_compiler_is(built):
+def test_builds_where_a_compiler_is(fused_extension):
     assert hasattr(torch.ops.nid_fused, "lookup_forward")
 
 
-def test_dense_level_interpolates_a_linear_table_exactly(built):
+def test_dense_level_interpolates_a_linear_table_exactly(fused_extension):
     # one dense level at resolution 2: rows ix + 3 iy + 9 iz of a 3x3x3 vertex grid. A table holding each row's own
     # index is the linear function i(p) = px + 3 py + 9 pz of the grid position p = 2 x, which trilinear
     # interpolation reproduces exactly, with derivative (2, 6, 18) along x.
@@ -64,7 +53,7 @@ def _python_oracle(table, x, res, size, slot_rows, dense):
     return out
 
 
-def test_hashed_levels_match_a_python_oracle(built):
+def test_hashed_levels_match_a_python_oracle(fused_extension):
     spec = HashGridSpec(num_levels=3, log2_table_size=8, features_per_level=1, base_resolution=4, max_resolution=32)
     assert spec.dense_levels() == (True, False, False)  # 5^3 <= 256 < 11^3, 33^3
     torch.manual_seed(0)
@@ -81,7 +70,7 @@ def test_hashed_levels_match_a_python_oracle(built):
 
 
 @pytest.mark.parametrize("with_grad", [False, True])
-def test_matches_the_torch_lookup_values_and_table_gradients(built, with_grad):
+def test_matches_the_torch_lookup_values_and_table_gradients(fused_extension, with_grad):
     spec = HashGridSpec()
     rows = spec.num_levels * spec.table_size
     torch.manual_seed(1)
@@ -104,14 +93,14 @@ def test_matches_the_torch_lookup_values_and_table_gradients(built, with_grad):
     torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-3)
 
 
-def test_a_slot_past_the_tables_is_refused(built):
+def test_a_slot_past_the_tables_is_refused(fused_extension):
     spec = HashGridSpec(num_levels=2, log2_table_size=6, features_per_level=1, base_resolution=2, max_resolution=4)
     table = torch.zeros(2 * spec.num_levels * spec.table_size, 1)
     with pytest.raises(RuntimeError, match="slot 2 out of range for a table of 2 scenes"):
         fused_lookup.interpolate(table, torch.rand(3, 3), torch.tensor([0, 2, 1]), spec, with_grad=False)
 
 
-def test_field_gives_the_same_sdf_normals_and_gradients_either_way(built):
+def test_field_gives_the_same_sdf_normals_and_gradients_either_way(fused_extension):
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     torch.manual_seed(2)
     fields = [NIDField(aabb, HashGridSpec(), num_experts=4, top_k=2, num_scenes=2, fused_lookup=f)
@@ -129,7 +118,7 @@ def test_field_gives_the_same_sdf_normals_and_gradients_either_way(built):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_positions_with_a_gradient_take_the_torch_path(built):
+def test_positions_with_a_gradient_take_the_torch_path(fused_extension):
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     field = NIDField(aabb, HashGridSpec(), fused_lookup=True)
     x = (torch.rand(16, 3) * 1.6 - 0.8).requires_grad_()

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nid_nerf.fields import fused_lookup, fused_softplus
+from nid_nerf.fields import fused_softplus
 from nid_nerf.fields.mlp import TangentMLP
 
-CAN_BUILD = shutil.which("g++") is not None and shutil.which("ninja") is not None
 BETA = 100.0
-
-
-@pytest.fixture(scope="module")
-def built():
-    if not fused_lookup.load():
-        if CAN_BUILD:
-            pytest.fail(f"g++ and ninja are here but the extension did not build: {fused_lookup._state.get('error')}")
-        pytest.skip("no compiler here: the MLP uses torch's softplus")
 
 
 def _fused(x, beta=BETA):
     return torch.ops.nid_fused.softplus_forward(x, beta)
 
 
-def test_hand_computed_values(built):
+def test_hand_computed_values(fused_extension):
     # softplus(0) = ln 2 / beta, slope 1/2; softplus(x) = x + log1p(e^(-beta x)) / beta for x > 0 and
     # log1p(e^(beta x)) / beta for x < 0; slope 1 / (1 + e^(-beta x))
     x = torch.tensor([0.0, 1.0, -0.05, 0.05])
@@ -40,7 +30,7 @@ def test_hand_computed_values(built):
 
 
 @pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 17, 4099])
-def test_matches_torch_for_every_tail_length(built, n):
+def test_matches_torch_for_every_tail_length(fused_extension, n):
     # the kernel runs 4 or 8 lanes at a time: lengths that are not a multiple take the scalar tail
     x = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.1
     y, s = _fused(x)
@@ -48,7 +38,7 @@ def test_matches_torch_for_every_tail_length(built, n):
     torch.testing.assert_close(s, torch.sigmoid(BETA * x), rtol=2e-6, atol=1e-9)
 
 
-def test_edge_values(built):
+def test_edge_values(fused_extension):
     x = torch.tensor([0.0, -0.0, 1e-9, -1e-9, 100.0, -100.0, 1e30, -1e30, math.inf, -math.inf])
     y, s = _fused(x)
     torch.testing.assert_close(y, F.softplus(x, beta=BETA), rtol=2e-6, atol=1e-30)
@@ -58,14 +48,14 @@ def test_edge_values(built):
     assert nan_y.isnan().all() and nan_s.isnan().all()
 
 
-def test_non_contiguous_and_shaped_inputs(built):
+def test_non_contiguous_and_shaped_inputs(fused_extension):
     x = torch.randn(64, 33).t()[:, :40] * 0.05
     y, s = _fused(x)
     assert y.shape == x.shape and s.shape == x.shape
     torch.testing.assert_close(y, F.softplus(x, beta=BETA), rtol=2e-6, atol=1e-9)
 
 
-def test_gradients_match_torch_including_the_slope_and_a_double_backward(built):
+def test_gradients_match_torch_including_the_slope_and_a_double_backward(fused_extension):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(300, generator=g) * 0.03
     wy, ws = torch.randn(300, generator=g), torch.randn(300, generator=g)
@@ -83,7 +73,7 @@ def test_gradients_match_torch_including_the_slope_and_a_double_backward(built):
     torch.testing.assert_close(ggx_f, ggx_t, rtol=1e-4, atol=1e-3)
 
 
-def test_unused_slope_and_unused_value(built):
+def test_unused_slope_and_unused_value(fused_extension):
     x = (torch.randn(50) * 0.02).requires_grad_(True)
     y, _ = fused_softplus.softplus(x, BETA, fused=True)
     (gy,) = torch.autograd.grad(y.sum(), x)
@@ -102,7 +92,7 @@ def test_torch_path_when_not_fused_or_not_float32():
     torch.testing.assert_close(s, torch.sigmoid(BETA * x.float()))
 
 
-def test_tangent_mlp_outputs_and_gradients_are_the_same_fused_or_not(built):
+def test_tangent_mlp_outputs_and_gradients_are_the_same_fused_or_not(fused_extension):
     torch.manual_seed(0)
     mlp = TangentMLP(8, [16, 16], 4, beta=BETA, fused=True)
     x = torch.randn(40, 8) * 0.05

@@ -57,8 +57,8 @@ TODAY = {"pipeline.model.num_fine_samples": 32, "pipeline.model.eikonal_sample_f
          "pipeline.model.thread_policy": "fixed", "index_dtype": "int64"}
 """the training path before this benchmark, written out: 32 fine samples, eikonal share 0.25, int64 hash index math
 in torch ops (``index_dtype`` is not a config field: the benchmark sets ``nid_nerf.fields.encoding.INDEX_DTYPE``
-around each of the variant's steps), torch's softplus. The thread policy is fixed for
-every variant: they share one process, and an adaptive policy in one would set the threads of all."""
+around each of the variant's steps), torch's softplus. The thread policy is fixed for every variant: they share one
+process, and an adaptive policy in one would set the threads of all."""
 NEW = {**TODAY, "pipeline.model.num_fine_samples": 16, "pipeline.model.eikonal_sample_fraction": 0.05,
        "index_dtype": "int32"}
 """the sampling defaults of the first change (16 fine samples, eikonal share 0.05, int32 index math), torch lookup"""
@@ -422,12 +422,9 @@ def time_steps(data: Path, steps: int, rays: int, overrides: Optional[Dict[str, 
     """Seconds of each of ``steps`` training steps of nid-field on ``data`` in this process (after 2 warm-up)."""
     from nid_nerf.benchmarks.harness import TrainRun
     from nid_nerf.benchmarks.method_config import make_trainer_config
-    from nid_nerf.fields import encoding
 
-    overrides = dict(overrides or {})
-    encoding.INDEX_DTYPE = getattr(torch, overrides.pop("index_dtype", "int32"))  # a fresh process per call
     with tempfile.TemporaryDirectory(prefix="nid_threads_") as out:
-        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays, overrides=overrides)
+        config = make_trainer_config("nid-field", data, Path(out), rays_per_batch=rays, overrides=dict(overrides or {}))
         with TrainRun(config) as run:
             seconds = [run.step() for _ in range(steps + 2)][2:]
     return {"seconds": seconds, "median_step_seconds": statistics.median(seconds),
