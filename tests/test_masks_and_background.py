@@ -24,8 +24,12 @@ from nid_nerf.dataparsers.training_masks import IMAGE_CHANNELS, OBJECT_MASKS
 from nid_nerf.errors import NIDInputError
 from nid_nerf.fields.background import (
     BackgroundFieldConfig,
+    HashGridBackground,
     InvertedSphereBackground,
+    background_field,
     background_samples,
+    contract,
+    inside_samples,
     inverted_sphere_coordinates,
 )
 from nid_nerf.model_components.image_metrics import masked_psnr, psnr
@@ -241,6 +245,50 @@ def test_background_shapes():
     assert field.radius == pytest.approx(math.sqrt(3.0))
     out["rgb"].sum().backward()
     assert all(p.grad is not None for p in field.parameters())
+
+
+def test_inside_samples_cover_the_chord_in_front_of_the_camera():
+    """Radius 2 about the origin. A ray from (0, 0, -5) along +z: chord t in [3, 7], 4 radii long. A ray from the
+    centre: t in [0, 2] (the part behind the camera is dropped). A ray that passes 3 from the centre: no chord."""
+    origins = torch.tensor([[0.0, 0, -5], [0, 0, 0], [3, 0, -5]])
+    directions = torch.tensor([[0.0, 0, 1], [0, 0, 1], [0, 0, 1]])
+    t, x, deltas = inside_samples(origins, directions, torch.zeros(3), 2.0, 4, jitter=False)
+    assert torch.allclose(t[0], torch.tensor([3.5, 4.5, 5.5, 6.5])) and torch.allclose(t[1], torch.tensor(
+        [0.25, 0.75, 1.25, 1.75]))
+    assert torch.allclose(deltas.sum(1), torch.tensor([2.0, 1.0, 0.0]))  # in sphere radii
+    assert torch.allclose(x[0, :, 2], (t[0] - 5.0) / 2.0) and (x[:2].norm(dim=-1) <= 1.0 + 1e-6).all()
+
+
+def test_contraction_maps_the_outside_into_the_shell():
+    u = torch.nn.functional.normalize(torch.randn(100, 3), dim=-1)
+    s = torch.rand(100)
+    y = contract(u, s)
+    assert torch.allclose(y.norm(dim=-1), 2.0 - s)  # r = 1 -> |y| = 1, r -> infinity -> |y| -> 2
+    assert torch.allclose(torch.nn.functional.normalize(y, dim=-1), u, atol=1e-6)
+
+
+@pytest.mark.parametrize("inside", [0, 6])
+def test_hash_grid_background(inside):
+    config = BackgroundFieldConfig(encoding="hash-grid", num_samples=8, inside_samples=inside, grid_levels=4,
+                                   grid_max_resolution=64, grid_log2_table_size=12)
+    field = background_field(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), config)
+    assert isinstance(field, HashGridBackground)
+    rays = _rays(64)
+    out = field(rays.origins, rays.directions, torch.ones(3), jitter=True)
+    assert out["rgb"].shape == (64, 3) and ((out["accumulation"] > 0) & (out["accumulation"] < 1)).all()
+    out["rgb"].sum().backward()
+    assert field.table.grad is not None and field.table.grad.abs().sum() > 0
+    # the fused kernel (where it builds) and torch's lookup give the same features
+    x01 = torch.rand(500, 3)
+    torch_path = HashGridBackground(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), config, use_fused=False)
+    torch_path.load_state_dict(field.state_dict())
+    with torch.no_grad():
+        field.table.normal_()
+        torch_path.table.copy_(field.table)
+    assert torch.allclose(field.features(x01), torch_path.features(x01), atol=1e-5)
+    with pytest.raises(NotImplementedError, match="hash-grid"):
+        InvertedSphereBackground(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), BackgroundFieldConfig(
+            inside_samples=2))(rays.origins, rays.directions, torch.ones(3), jitter=False)
 
 
 @pytest.mark.parametrize("mode", ["train", "surface", "volume"])

@@ -316,6 +316,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     source = Path(args.data_root) / SCENES[scene]
     specs = scene_runs(scene, args.views, args.dtu_masks, args.dictionary, args.appearance, args.background,
                         args.also)
+    specs = [spec for spec in specs if spec.name not in args.skip] or specs[:1]
     scratch = Path(tempfile.mkdtemp(prefix=f"nid_real_{scene}_"))
     runs, hooks, results = [], {}, []
     try:
@@ -594,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="LABEL:path=value[,path=value]",
                         help="also train each scene's first nid-field run with these config overrides, side by side "
                              "(repeatable; e.g. 'coarse-to-fine:pipeline.model.level_warmup_steps=1500')")
+    parser.add_argument("--skip", action="append", default=[], metavar="RUN",
+                        help="leave out the protocol run of this name (e.g. 'nerfacto-torch', 'nid-field, 3 views'), "
+                             "for a quick comparison of --also variants; the targets need every run")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mesh-resolution", type=int, default=192, help="grid samples along the box (0: no meshes)")

@@ -28,7 +28,7 @@ from torchmetrics.functional import structural_similarity_index_measure
 
 from nid_nerf.dataparsers.training_masks import IMAGE_CHANNELS, OBJECT_MASKS
 from nid_nerf.errors import NIDInputError
-from nid_nerf.fields.background import BackgroundFieldConfig, InvertedSphereBackground
+from nid_nerf.fields.background import BackgroundFieldConfig, background_field, sphere_chord
 from nid_nerf.fields.dictionary import load_dictionary, resolve_architecture
 from nid_nerf.fields.encoding import HashGridSpec, level_window
 from nid_nerf.fields.nid_field import NIDField
@@ -397,8 +397,8 @@ class NIDModel(Model):
         if kind == "inverted-sphere" and channels == 4:
             raise NIDInputError("model.background-model inverted-sphere needs RGB images, but this scene is RGBA "
                                 "(its alpha already separates the background); use none or auto")
-        self.background: Optional[InvertedSphereBackground] = (
-            InvertedSphereBackground(self.scene_box.aabb, cfg.background) if kind == "inverted-sphere" else None
+        self.background: Optional[nn.Module] = (
+            background_field(self.scene_box.aabb, cfg.background) if kind == "inverted-sphere" else None
         )
 
     def _with_background(self, outputs: Dict[str, Tensor], origins: Tensor, directions: Tensor) -> Dict[str, Tensor]:
@@ -539,6 +539,12 @@ class NIDModel(Model):
         directions = ray_bundle.directions.reshape(-1, 3)
         scene = self._scene_of_rays(ray_bundle)
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
+        if self.background is not None and self.config.background.sphere == "inscribed":
+            # the background owns what lies beyond its sphere; the SDF renders the box inside it
+            t_in, t_out = sphere_chord(origins, directions, self.background.centre, self.background.radius)
+            near, far = torch.maximum(near, t_in), torch.minimum(far, t_out)
+            hit = hit & (far > near + 1e-6)
+            far = torch.where(hit, far, near + 1e-3)
         edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
         if self.training:
             outputs = self._with_background(self._render(origins, directions, scene, edges_c, w_c, hit, far), origins,
