@@ -33,6 +33,7 @@ from nid_nerf.fields.background import (
     inverted_sphere_coordinates,
 )
 from nid_nerf.model_components.image_metrics import masked_psnr, psnr
+from nid_nerf.model_components.rendering import ray_aabb
 
 SIZE = 16
 FOCAL = 20.0
@@ -205,8 +206,15 @@ def test_eval_metrics_report_masked_and_full_psnr(tmp_path):
 def test_unmasked_rgb_scene_gets_the_background_model(tmp_path):
     pipeline = _pipeline(_masked_scene(tmp_path / "scene", masks=False))
     assert not pipeline.datamanager.train_dataset.metadata[OBJECT_MASKS]
-    assert isinstance(pipeline.model.background, InvertedSphereBackground)
+    # no masks: the hash grid, from the inscribed sphere (a wall close behind the object is background)
+    assert isinstance(pipeline.model.background, HashGridBackground) and pipeline.model.background.inscribed
+    assert pipeline.model.background.radius == pytest.approx(1.0)
     assert "background" in pipeline.model.get_param_groups()
+
+
+def test_masked_rgb_scene_gets_the_frequency_background(tmp_path):
+    pipeline = _pipeline(_masked_scene(tmp_path / "scene", masks=True))
+    assert isinstance(pipeline.model.background, InvertedSphereBackground) and not pipeline.model.background.inscribed
 
 
 # ------------------------------------------------------------------------------------------------- background
@@ -291,11 +299,13 @@ def test_hash_grid_background(inside):
             inside_samples=2))(rays.origins, rays.directions, torch.ones(3), jitter=False)
 
 
+@pytest.mark.parametrize("encoding", ["frequencies", "hash-grid"])
 @pytest.mark.parametrize("mode", ["train", "surface", "volume"])
-def test_composite_equals_the_sdf_render_when_the_background_is_empty(mode):
+def test_composite_equals_the_sdf_render_when_the_background_is_empty(mode, encoding):
     """A background of zero density shows its fill colour (the eval background): exactly the render without one."""
     plain = _tiny_model(background_model="none", beta_init=0.01)
-    with_bg = _tiny_model(background_model="inverted-sphere", beta_init=0.01)
+    with_bg = _tiny_model(background_model="inverted-sphere", beta_init=0.01,
+                          background=BackgroundFieldConfig(encoding=encoding, sphere="corners"))
     assert plain.background is None and with_bg.background is not None
     with torch.no_grad():
         with_bg.background.mlp[-1].bias[0].fill_(-60.0)  # softplus(-60) ~ 1e-26: transparent
@@ -314,9 +324,31 @@ def test_composite_equals_the_sdf_render_when_the_background_is_empty(mode):
     assert torch.equal(outputs[0]["accumulation"], outputs[1]["accumulation"])
 
 
+def test_the_inscribed_sphere_bounds_the_sdf_render():
+    """Rays through the box that miss its inscribed sphere: the SDF (a sphere of radius 0.5 at the start) leaves
+    a Laplace tail of density there in the plain render, and nothing at all when the background starts at the
+    inscribed sphere."""
+    plain = _tiny_model(background_model="none")
+    inscribed = _tiny_model(background_model="inverted-sphere", background=BackgroundFieldConfig(sphere="inscribed"))
+    assert inscribed.background.inscribed and inscribed.background.radius == pytest.approx(1.0)
+    rays = _rays()
+    origins, directions = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
+    closest = torch.linalg.cross(origins, torch.nn.functional.normalize(directions, dim=-1)).norm(dim=-1)
+    for model in (plain, inscribed):
+        model.train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        a = plain.get_outputs(rays)["accumulation"][:, 0]
+        b = inscribed.get_outputs(rays)["accumulation"][:, 0]
+    _, _, through_box = ray_aabb(origins, directions, torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    corner = through_box & (closest > 1.0)  # through the box's corners, past the sphere
+    assert corner.sum() > 5 and (a[corner] > 0).all() and (b[corner] == 0).all()
+
+
 def test_the_background_shows_only_where_the_sdf_is_transparent():
     plain = _tiny_model(background_model="none", beta_init=0.005)
-    with_bg = _tiny_model(background_model="inverted-sphere", beta_init=0.005)
+    with_bg = _tiny_model(background_model="inverted-sphere", beta_init=0.005,
+                          background=BackgroundFieldConfig(encoding="frequencies", sphere="corners"))
     rays = _rays()
     with torch.no_grad():
         with_bg.background.mlp[-1].bias.copy_(torch.tensor([5.0, 3.0, -3.0, -3.0]))  # opaque and red
@@ -335,6 +367,11 @@ def test_auto_background_follows_the_data():
     masked = _tiny_model(metadata={IMAGE_CHANNELS: 3, OBJECT_MASKS: True})  # masked photos: the mask keeps the SDF
     assert masked.background is not None and masked.object_masks  # on the object, the field renders the rest
     assert _tiny_model(metadata={IMAGE_CHANNELS: 3}).background is not None  # photos with their background
+    # eval render: volume for photos (a soft surface after minutes of training), surface for synthetic scenes
+    assert _tiny_model(metadata={IMAGE_CHANNELS: 3}).config.eval_render == "volume"
+    assert _tiny_model(metadata={IMAGE_CHANNELS: 4}).config.eval_render == "surface"
+    assert _tiny_model().config.eval_render == "surface"
+    assert _tiny_model(metadata={IMAGE_CHANNELS: 3}, eval_render="surface").config.eval_render == "surface"
     with pytest.raises(NIDInputError, match="RGBA") as err:
         _tiny_model(background_model="inverted-sphere", metadata={IMAGE_CHANNELS: 4})
     assert "\n" not in str(err.value)
@@ -361,3 +398,22 @@ def test_which_masks_are_object_masks(tmp_path):
     rgba = _masked_scene(tmp_path / "rgba", masks=False)
     Image.open(rgba / "images/f0.png").convert("RGBA").save(rgba / "images/f0.png")
     assert metadata(rgba) == (False, 4)
+
+
+def test_distortion_loss_matches_its_definition():
+    """Hand-computed: one bin of weight 1 over [0, 0.3] costs 0.3 / 3 = 0.1; two bins of 0.5 over [0, 0.5, 1]:
+    pairs 2 x 0.25 x 0.5 = 0.25, plus (0.25 x 0.5 + 0.25 x 0.5) / 3. Random rays: the O(S^2) double sum, with the
+    edges in either order."""
+    from nid_nerf.model_components.rendering import distortion_loss
+
+    one = distortion_loss(torch.tensor([[1.0]]), torch.tensor([[0.0, 0.3]]))
+    two = distortion_loss(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 0.5, 1.0]]))
+    assert one.item() == pytest.approx(0.1) and two.item() == pytest.approx(0.25 + 0.25 / 3)
+    torch.manual_seed(0)
+    weights = torch.rand(5, 7) / 7
+    edges = torch.sort(torch.rand(5, 8), dim=-1).values
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    brute = (weights[:, :, None] * weights[:, None, :] * (mids[:, :, None] - mids[:, None, :]).abs()).sum((1, 2))
+    brute = brute + (weights ** 2 * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3
+    assert torch.allclose(distortion_loss(weights, edges), brute, atol=1e-6)
+    assert torch.allclose(distortion_loss(weights.flip(-1), (1 - edges).flip(-1)), brute, atol=1e-6)

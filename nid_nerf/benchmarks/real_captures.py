@@ -71,8 +71,10 @@ DTU_REFERENCE: List[Tuple[str, str, str]] = [
 REFERENCE_NOTE = ("measured elsewhere, on the GPU, at 400x300, averaged over 15 scans; lighting differs from our "
                   "copy — reference only")
 
-NERFACTO_OVERRIDES = {"pipeline.model.implementation": "torch"}
-"""fox is RGB without masks, so nerfacto keeps its own background; tiny-cuda-nn needs a GPU"""
+NERFACTO_OVERRIDES = {"pipeline.model.implementation": "torch", "pipeline.model.eval_num_rays_per_chunk": 4096}
+"""fox is RGB without masks, so nerfacto keeps its own background; tiny-cuda-nn needs a GPU. Its eval chunk of
+32768 rays held 11.6 GB and took about 40 minutes for the 7 fox test views at 1 thread (most of it system time);
+the chunk changes memory, not the image."""
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -352,6 +354,20 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
                 "test": {"images": rows, **{key: mean_of(rows, key) for key in
                                             ("psnr", "ssim", "psnr_masked", "ssim_masked")}},
             }
+            if args.compare_eval_render and hasattr(pipeline.model.config, "eval_render"):
+                # the same weights scored with the other eval render (surface shading or volume rendering)
+                kept = pipeline.model.config.eval_render
+                other = "surface" if kept == "volume" else "volume"
+                pipeline.model.config.eval_render = other
+                try:
+                    other_rows, _ = test_view_metrics(pipeline, masks, args.test_views, keep=0)
+                finally:
+                    pipeline.model.config.eval_render = kept
+                result["eval_render"] = kept
+                result["test_other_render"] = {"mode": other, "images": other_rows, **{
+                    key: mean_of(other_rows, key) for key in ("psnr", "ssim", "psnr_masked", "ssim_masked")}}
+                print(f"   {spec.name}: test PSNR {result['test_other_render']['psnr']:.2f} dB with eval-render "
+                      f"{other}", flush=True)
             print(f"   {spec.name}: {run.steps} steps, test PSNR {result['test']['psnr']:.2f} dB"
                   + (f", masked {result['test']['psnr_masked']:.2f} dB"
                      if math.isfinite(result["test"]["psnr_masked"]) else ""), flush=True)
@@ -478,6 +494,14 @@ def scene_markdown(scene: str, part: Dict[str, Any]) -> List[str]:
                      + f" {mesh_cell} | {fmt((mesh or {}).get('mean_silhouette_iou'), '.3f', missing='—')} |")
     lines += ["", f"Scored on {len(part['runs'][0]['test']['images'])} of {part['runs'][0]['eval_images']} "
               f"held-out views; at most {part['seconds']:g} s of training per run, {part['rays']} rays per batch."]
+    compared = [r for r in part["runs"] if r.get("test_other_render")]
+    if compared:
+        lines += ["", "The same weights scored with the other eval render (`--pipeline.model.eval-render`): "
+                  + "; ".join(f"{r['name']} {fmt(r['test']['psnr'], '.2f')} dB with {r['eval_render']}, "
+                              f"{fmt(r['test_other_render']['psnr'], '.2f')} dB with {r['test_other_render']['mode']}"
+                              + (f" (masked {fmt(r['test']['psnr_masked'], '.2f')} and "
+                                 f"{fmt(r['test_other_render']['psnr_masked'], '.2f')})" if masked else "")
+                              for r in compared) + "."]
     if scene == "dtu":
         lines += ["", f"Published numbers, {REFERENCE_NOTE}:", "", "| method | metric | value |", "|---|---|---:|"]
         lines += [f"| {m} | {what} | {value} |" for m, what, value in DTU_REFERENCE]
@@ -598,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip", action="append", default=[], metavar="RUN",
                         help="leave out the protocol run of this name (e.g. 'nerfacto-torch', 'nid-field, 3 views'), "
                              "for a quick comparison of --also variants; the targets need every run")
+    parser.add_argument("--compare-eval-render", action="store_true",
+                        help="also score each nid-field run with the other eval render (surface or volume)")
     parser.add_argument("--rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mesh-resolution", type=int, default=192, help="grid samples along the box (0: no meshes)")

@@ -104,3 +104,24 @@ def render_weights_from_edges(
     if hit is not None:
         w = w * hit[:, None].to(w.dtype)
     return w
+
+
+def distortion_loss(
+    weights: Float[Tensor, "R S"], edges: Float[Tensor, "R S+1"]
+) -> Float[Tensor, " R"]:
+    """mip-NeRF 360's distortion loss of each ray (Barron et al. 2022, eq. 15), in O(S) with cumulative sums:
+
+        sum_ij w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 (e_{i+1} - e_i),   m_i = (e_i + e_{i+1}) / 2
+
+    over bins sorted along the ray (``edges`` monotonic, either way). It is small when a ray's weight sits in
+    one short interval, so it pulls a background's density onto one depth instead of a smear along the ray.
+    The pair sum is ``2 sum_i w_i (m_i W_i - M_i)`` with ``W_i``, ``M_i`` the sums of ``w_j`` and ``w_j m_j``
+    over the bins before i (``m`` increasing; flipped when the edges decrease).
+    """
+    if bool((edges[:, -1] < edges[:, 0]).any()):
+        edges = -edges
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    before_w = torch.cumsum(weights, -1) - weights
+    before_wm = torch.cumsum(weights * mids, -1) - weights * mids
+    pairs = 2.0 * (weights * (mids * before_w - before_wm)).sum(-1)
+    return pairs + (weights * weights * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3.0

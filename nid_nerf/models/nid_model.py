@@ -209,11 +209,15 @@ class NIDModelConfig(ModelConfig):
     """Importance samples per ray at eval / viewer time."""
     eval_skip_threshold: float = 1e-3
     """At eval, rays whose coarse-grid opacity is below this are background without field queries."""
-    eval_render: Literal["surface", "volume"] = "surface"
+    eval_render: Literal["auto", "surface", "volume"] = "auto"
     """Eval / viewer render. surface: rays whose first zero crossing the cached grid brackets (and the field
     confirms) get a few SDF evaluations to find it and one shading there; the rest (silhouettes, rays the grid
     misses) are volume-rendered as with volume, which renders every active ray with eval_num_fine_samples
-    samples of SDF and colour. Training always volume-renders. Measured in docs/render_speed.md."""
+    samples of SDF and colour. Training always volume-renders. Measured in docs/render_speed.md. auto: volume for
+    RGB photos, surface otherwise (synthetic RGBA scenes, collections). On photos after a few minutes of training
+    the surface is still soft, and shading it alone loses what training fitted: on all 16 held-out views of fox
+    (200 s) and maryrose (60 views, 200 s) volume scored higher, 19.49 against 18.77 dB and 16.94 against 16.57 dB,
+    for a render 24-41% slower (docs/real_captures.md)."""
     surface_refine_steps: int = 2
     """surface: regula-falsi steps (one SDF evaluation per ray each) after the bracket check (two more)."""
     uniform_floor: float = 0.1
@@ -262,6 +266,9 @@ class NIDModelConfig(ModelConfig):
     loss keeps the SDF on the object and the field renders the rest: full-image PSNR +2.6 dB on DTU scan24 from 3
     views (12.64 against 10.05, masked 15.60 against 14.81) and +1.2 dB on maryrose from 60 (16.38 against 15.23,
     masked 22.59 against 22.50), for a step about 20% slower (docs/real_captures_background.md)."""
+    background_distortion_mult: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss on the background's samples (in inverse distance), weighted by the
+    SDF's transmittance: it gathers each ray's background density at one depth (0 = off)."""
     background: BackgroundFieldConfig = field(default_factory=BackgroundFieldConfig)
     """The inverted-sphere background's samples and MLP."""
 
@@ -389,6 +396,8 @@ class NIDModel(Model):
         cfg = self.config
         self.object_masks = bool(metadata.get(OBJECT_MASKS, False))
         channels = metadata.get(IMAGE_CHANNELS)
+        if cfg.eval_render == "auto":
+            cfg.eval_render = "volume" if channels == 3 else "surface"
         kind = cfg.background_model
         if kind == "auto":
             kind = "inverted-sphere" if channels == 3 else "none"
@@ -398,7 +407,8 @@ class NIDModel(Model):
             raise NIDInputError("model.background-model inverted-sphere needs RGB images, but this scene is RGBA "
                                 "(its alpha already separates the background); use none or auto")
         self.background: Optional[nn.Module] = (
-            background_field(self.scene_box.aabb, cfg.background) if kind == "inverted-sphere" else None
+            background_field(self.scene_box.aabb, cfg.background, self.object_masks) if kind == "inverted-sphere"
+            else None
         )
 
     def _with_background(self, outputs: Dict[str, Tensor], origins: Tensor, directions: Tensor) -> Dict[str, Tensor]:
@@ -414,6 +424,9 @@ class NIDModel(Model):
         if self.training:
             bg = self.background(origins, directions, fill, jitter=True)
             outputs["rgb"] = outputs["rgb_raw"] + (1.0 - acc) * bg["rgb"]
+            if "distortion" in bg:
+                # weighted by what the SDF leaves visible: behind the object the background's depth is free
+                outputs["background_distortion"] = ((1.0 - acc[:, 0].detach()) * bg["distortion"]).mean()
             return outputs
         rays = torch.nonzero(acc[:, 0] < 1.0)[:, 0]
         if rays.numel() > 0:
@@ -539,7 +552,7 @@ class NIDModel(Model):
         directions = ray_bundle.directions.reshape(-1, 3)
         scene = self._scene_of_rays(ray_bundle)
         near, far, hit = ray_aabb(origins, directions, self.field.aabb)
-        if self.background is not None and self.config.background.sphere == "inscribed":
+        if self.background is not None and self.background.inscribed:
             # the background owns what lies beyond its sphere; the SDF renders the box inside it
             t_in, t_out = sphere_chord(origins, directions, self.background.centre, self.background.radius)
             near, far = torch.maximum(near, t_in), torch.minimum(far, t_out)
@@ -780,6 +793,8 @@ class NIDModel(Model):
         if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
             alpha = image[..., 3:].to(outputs["accumulation"])
             losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
+        if self.training and cfg.background_distortion_mult > 0 and "background_distortion" in outputs:
+            losses["background_distortion"] = cfg.background_distortion_mult * outputs["background_distortion"]
         if self.training and self.appearance is not None:
             losses["appearance_penalty"] = cfg.appearance_penalty_mult * self.appearance.penalty()
         if cfg.mask_loss_mult > 0 and self.object_masks and "mask" in batch:
