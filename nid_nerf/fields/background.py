@@ -104,6 +104,17 @@ def inverted_sphere_coordinates(
     return torch.cat([x / r, 1.0 / r], dim=-1)
 
 
+def closest_approach(
+    origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"], centre: Float[Tensor, " 3"]
+) -> Tuple[Float[Tensor, "R 3"], Float[Tensor, " R"], Float[Tensor, " R"], Float[Tensor, " R"]]:
+    """``o - c``, ``|d|^2``, the depth ``t_c`` of each ray's point closest to ``c`` and that point's squared
+    distance ``d_perp^2`` from ``c``."""
+    oc = origins - centre
+    dd = (directions * directions).sum(-1).clamp(min=1e-12)
+    t_c = -(oc * directions).sum(-1) / dd
+    return oc, dd, t_c, ((oc * oc).sum(-1) - t_c * t_c * dd).clamp(min=0)
+
+
 def background_samples(
     origins: Float[Tensor, "R 3"],
     directions: Float[Tensor, "R 3"],
@@ -120,10 +131,7 @@ def background_samples(
     where the ray leaves the sphere, or (rays that miss it, or start outside it going away) where the ray is
     closest to ``c`` in front of the camera.
     """
-    oc = origins - centre
-    dd = (directions * directions).sum(-1).clamp(min=1e-12)
-    t_c = -(oc * directions).sum(-1) / dd
-    d_perp2 = ((oc * oc).sum(-1) - t_c * t_c * dd).clamp(min=0)
+    oc, dd, t_c, d_perp2 = closest_approach(origins, directions, centre)
     start = oc + directions * t_c.clamp(min=0)[:, None]
     rho0 = torch.maximum(start.norm(dim=-1), torch.full_like(t_c, radius))
     s0 = radius / rho0  # inverse distance (in sphere radii) where the samples start, <= 1
@@ -142,10 +150,7 @@ def sphere_chord(
 ) -> Tuple[Float[Tensor, " R"], Float[Tensor, " R"]]:
     """Depths where each ray enters and leaves the sphere, ``t_c -+ sqrt(R^2 - d_perp^2) / |d|`` (``t_c`` the depth
     closest to ``c``), from depth 0 at most; equal (an empty chord) for rays that miss it or leave it behind."""
-    oc = origins - centre
-    dd = (directions * directions).sum(-1).clamp(min=1e-12)
-    t_c = -(oc * directions).sum(-1) / dd
-    d_perp2 = ((oc * oc).sum(-1) - t_c * t_c * dd).clamp(min=0)
+    oc, dd, t_c, d_perp2 = closest_approach(origins, directions, centre)
     half = torch.sqrt((radius * radius - d_perp2).clamp(min=0)) / dd.sqrt()
     t_far = (t_c + half).clamp(min=0)
     return (t_c - half).clamp(min=0).minimum(t_far), t_far
@@ -163,8 +168,7 @@ def inside_samples(
     samples evenly spaced along the chord of the sphere in front of the camera; rays that miss the sphere get
     intervals of length 0 (no density); the chord is :func:`sphere_chord`'s.
     """
-    oc = origins - centre
-    dd = (directions * directions).sum(-1).clamp(min=1e-12)
+    oc, dd, _, _ = closest_approach(origins, directions, centre)
     t_near, t_far = sphere_chord(origins, directions, centre, radius)
     u = torch.linspace(0.0, 1.0, num_samples + 1, device=origins.device)
     edges = t_near[:, None] + (t_far - t_near)[:, None] * u  # [R, S+1]
