@@ -73,8 +73,8 @@ REFERENCE_NOTE = ("measured elsewhere, on the GPU, at 400x300, averaged over 15 
 
 NERFACTO_OVERRIDES = {"pipeline.model.implementation": "torch", "pipeline.model.eval_num_rays_per_chunk": 4096}
 """fox is RGB without masks, so nerfacto keeps its own background; tiny-cuda-nn needs a GPU. Its eval chunk of
-32768 rays held 11.6 GB and took about 40 minutes for the 7 fox test views at 1 thread (most of it system time);
-the chunk changes memory, not the image."""
+32768 rays held 11.6 GB and took about 40 minutes for the 7 fox test views at 1 thread (most of it system time),
+4096 rays 4.7 GB and about 16 minutes; the chunk changes memory and time, not the image."""
 
 
 # ----------------------------------------------------------------------------------------------- data
