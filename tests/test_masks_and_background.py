@@ -417,3 +417,14 @@ def test_distortion_loss_matches_its_definition():
     brute = brute + (weights ** 2 * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3
     assert torch.allclose(distortion_loss(weights, edges), brute, atol=1e-6)
     assert torch.allclose(distortion_loss(weights.flip(-1), (1 - edges).flip(-1)), brute, atol=1e-6)
+
+
+def test_background_distortion_is_computed_only_when_weighted():
+    rays = _rays(64)
+    for mult in (0.0, 0.1):
+        model = _tiny_model(background_model="inverted-sphere", background_distortion_mult=mult)
+        model.train()
+        outputs = model.get_outputs(rays)
+        assert ("background_distortion" in outputs) == (mult > 0)
+        if mult > 0:
+            assert torch.isfinite(outputs["background_distortion"]) and outputs["background_distortion"] > 0

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from nid_nerf.fields import fused_lookup
 from nid_nerf.fields.encoding import HashGridSpec, corner_lookup, interpolate
-from nid_nerf.model_components.rendering import composite_weights, distortion_loss
+from nid_nerf.model_components.rendering import composite_weights
 
 
 @dataclass
@@ -53,14 +53,14 @@ class BackgroundFieldConfig:
     encoding: Literal["auto", "frequencies", "hash-grid"] = "auto"
     """frequencies: an MLP on a positional encoding of the inverted coordinates; hash-grid: a hash grid on the
     contracted coordinates (see the module docstring). auto: hash-grid for photos without object masks, where the
-    background is most of every image (fox: 18.46 against 17.97 dB after 150 s, docs/real_captures.md), frequencies
-    for masked photos."""
+    background is most of every image (fox: 18.46 against 17.97 dB after 150 s, docs/real_captures_hash_background.md),
+    frequencies for masked photos."""
     sphere: Literal["auto", "corners", "inscribed"] = "auto"
     """Where the background starts: the sphere through the box's corners (sqrt 3 box half-sizes from the centre),
     or the sphere inscribed in the box (one half-size), which also bounds the SDF render. inscribed hands the
     background what lies 1 to 1.7 half-sizes away (a wall close behind an unmasked object) instead of the SDF:
-    on fox the mesh is the head on its shield instead of a slab of wall. auto: inscribed for photos without object
-    masks, corners for masked photos (their mask keeps the SDF on the object)."""
+    on fox the mesh becomes a blob where the head is instead of a slab of wall. auto: inscribed for photos without
+    object masks, corners for masked photos (their mask keeps the SDF on the object)."""
     num_samples: int = 16
     """Samples per ray, evenly spaced in inverse distance from the bounding sphere to infinity."""
     num_frequencies: int = 8
@@ -238,8 +238,9 @@ class _SphereBackground(nn.Module):
         depth = (weights * t).sum(-1, keepdim=True) / acc.clamp(min=1e-6)
         out = {"rgb": out_rgb, "accumulation": acc, "depth": depth}
         if self.training:
-            # the outside samples' weights on their own axis, inverse distance (the inside ones have another)
-            out["distortion"] = distortion_loss(weights[:, -self.config.num_samples:], edges)
+            # the outside samples' weights and their bins in inverse distance (the inside ones have another axis),
+            # for a distortion loss (nid_nerf.model_components.rendering.distortion_loss) where one is wanted
+            out["outside_weights"], out["outside_edges"] = weights[:, -self.config.num_samples:], edges
         return out
 
 

@@ -36,6 +36,7 @@ from nid_nerf.fields.tcnn_backend import resolve_implementation
 from nid_nerf.model_components.appearance import ImageAppearance
 from nid_nerf.model_components.image_metrics import lpips_if_available, masked_psnr, psnr
 from nid_nerf.model_components.rendering import (
+    distortion_loss,
     grid_lookup,
     ray_aabb,
     render_weights_from_edges,
@@ -270,7 +271,7 @@ class NIDModelConfig(ModelConfig):
     """Weight of mip-NeRF 360's distortion loss on the background's samples (in inverse distance), weighted by the
     SDF's transmittance: it gathers each ray's background density at one depth (0 = off)."""
     background: BackgroundFieldConfig = field(default_factory=BackgroundFieldConfig)
-    """The inverted-sphere background's samples and MLP."""
+    """The inverted-sphere background's encoding, samples and network."""
 
 
 class NIDModel(Model):
@@ -424,9 +425,10 @@ class NIDModel(Model):
         if self.training:
             bg = self.background(origins, directions, fill, jitter=True)
             outputs["rgb"] = outputs["rgb_raw"] + (1.0 - acc) * bg["rgb"]
-            if "distortion" in bg:
+            if self.config.background_distortion_mult > 0:
                 # weighted by what the SDF leaves visible: behind the object the background's depth is free
-                outputs["background_distortion"] = ((1.0 - acc[:, 0].detach()) * bg["distortion"]).mean()
+                distortion = distortion_loss(bg["outside_weights"], bg["outside_edges"])
+                outputs["background_distortion"] = ((1.0 - acc[:, 0].detach()) * distortion).mean()
             return outputs
         rays = torch.nonzero(acc[:, 0] < 1.0)[:, 0]
         if rays.numel() > 0:
@@ -793,7 +795,7 @@ class NIDModel(Model):
         if cfg.alpha_loss_mult > 0 and image.shape[-1] == 4:
             alpha = image[..., 3:].to(outputs["accumulation"])
             losses["alpha_loss"] = cfg.alpha_loss_mult * (outputs["accumulation"] - alpha).abs().mean()
-        if self.training and cfg.background_distortion_mult > 0 and "background_distortion" in outputs:
+        if self.training and "background_distortion" in outputs:
             losses["background_distortion"] = cfg.background_distortion_mult * outputs["background_distortion"]
         if self.training and self.appearance is not None:
             losses["appearance_penalty"] = cfg.appearance_penalty_mult * self.appearance.penalty()
