@@ -133,7 +133,33 @@ def test_category_tables_from_hand_made_runs():
     assert "| 3 | 1 | 12.00 | 15.00 | 18.50 | -3.50 | 50 / 50 (1/1 reached) |" == encoder
     ttq = cat.time_to_quality_table(runs, "chair")
     # scratch a reaches its final 16.0 at 8 s (step 100); nid passes 16.0 between (0 s, 14) and (5 s, 18): 2.5 s
-    assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 3.2x (4.0x) |" in ttq
+    assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 20.00 | 3.2x (4.0x) |" in ttq
+
+
+def test_category_plan_long_views_and_methods(tmp_path):
+    import argparse
+
+    from nid_nerf.benchmarks import categories as cat
+
+    root = tmp_path / "chair"
+    for i in range(4):
+        (root / f"chair_{i:04d}").mkdir(parents=True)
+        (root / f"chair_{i:04d}" / "transforms.json").write_text("{}")
+    (tmp_path / "dictionary.pt").write_bytes(b"")
+    collection = bench.Collection.parse(f"chair={root}:{tmp_path / 'dictionary.pt'}")
+    args = argparse.Namespace(held_out=2, objects=2, views=[3], all_views_count=15, encoder_views=[3],
+                              long_objects=1, long_views=[3, 15], methods=None)
+    plan = [(name, scene, views, method) for _, name, scene, views, method in cat.plan_runs([collection], args)]
+    long = [p for p in plan if p[0] == "chair-long"]
+    # the long budget at 3 views has no fixed-penalty run; with all views it has
+    assert long == [("chair-long", "chair_0002", 3, "nid"), ("chair-long", "chair_0002", 3, "scratch"),
+                    ("chair-long", "chair_0002", 15, "nid"), ("chair-long", "chair_0002", 15, "nid-fixed"),
+                    ("chair-long", "chair_0002", 15, "scratch")]
+    assert len(plan) == 2 * (2 * 2 + 1) + 5
+    args.methods = ["scratch"]
+    assert {p[4] for p in cat.plan_runs([collection], args)} == {"scratch"}
+    args.long_views = None  # all views only, as before
+    assert {p[3] for p in cat.plan_runs([collection], args) if p[1] == "chair-long"} == {15}
 
 
 def test_category_notes_file_is_checked_before_any_run(tmp_path):
