@@ -136,6 +136,21 @@ def test_category_tables_from_hand_made_runs():
     assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 20.00 | 3.2x (4.0x) |" in ttq
 
 
+def test_category_time_plot_adds_a_long_budget_row(tmp_path):
+    from PIL import Image
+
+    from nid_nerf.benchmarks import categories as cat
+
+    curve = [(0, 0.0, 14.0), (100, 10.0, 20.0)]
+    main = [bench.Run("chair", "a", 3, m, curve=curve) for m in ("nid", "scratch")]
+    long = [bench.Run("chair" + cat.SUFFIX_LONG, "a", 3, m, curve=curve) for m in ("nid", "scratch")]
+    collection = bench.Collection("chair", tmp_path, tmp_path / "dictionary.pt")
+    cat.plot_time(main, [collection], tmp_path / "one.png")
+    cat.plot_time(main + long, [collection], tmp_path / "two.png")
+    one, two = Image.open(tmp_path / "one.png"), Image.open(tmp_path / "two.png")
+    assert one.width == two.width and two.height > 1.8 * one.height  # a second row of panels
+
+
 def test_category_plan_long_views_and_methods(tmp_path):
     import argparse
 

@@ -33,6 +33,9 @@ def test_nid_field_trains_and_writes_a_weights_only_checkpoint(field_run):
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)  # what ns-eval / ns-viewer do
     assert state["step"] == 29
     assert any(k.endswith("field.experts.tables") for k in state["pipeline"])
+    # every learning rate decays over this run's 30 steps, not nid-field's nominal 2000
+    config = (field_run / "config.yml").read_text()
+    assert config.count("max_steps: 30\n") == 6 and "max_steps: 2000" not in config
 
 
 def test_ns_eval_reports_metrics(field_run, tmp_path):

@@ -321,21 +321,28 @@ def plot_views(runs: Sequence[Run], args, collections: Sequence[Collection], pat
 
 
 def plot_time(runs: Sequence[Run], collections: Sequence[Collection], path: Path, views: int = 3) -> None:
+    """PSNR against training seconds at ``views`` views, one line per object and method; a second row for the
+    long budget's runs at those views when there are any (scratch converged)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 3.8), squeeze=False)
-    for ax, collection in zip(axes[0], collections):
-        for r in runs:
-            if (r.collection, r.views) != (collection.name, views) or r.method not in COLORS or not r.curve:
-                continue
-            _, t, p = zip(*r.curve)
-            ax.plot(t, p, "-", color=COLORS[r.method], alpha=0.6, label={"nid": "NID"}.get(r.method, r.method))
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=8)
-        ax.set_xlabel("training seconds (1 thread)")
-        ax.set_ylabel("PSNR, eval subset (dB)")
-        ax.set_title(f"{collection.name}, {views} views (each line an object)")
-        ax.grid(alpha=0.3)
+    groups = [("", "")] + ([(SUFFIX_LONG, ", long budget")] if any(r.collection.endswith(SUFFIX_LONG) and
+                                                                  r.views == views for r in runs) else [])
+    fig, axes = plt.subplots(len(groups), len(collections), figsize=(5 * len(collections), 3.8 * len(groups)),
+                             squeeze=False)
+    for row, (suffix, title) in zip(axes, groups):
+        for ax, collection in zip(row, collections):
+            for r in runs:
+                if (r.collection, r.views) != (collection.name + suffix, views) or r.method not in COLORS \
+                        or not r.curve:
+                    continue
+                _, t, p = zip(*r.curve)
+                ax.plot(t, p, "-", color=COLORS[r.method], alpha=0.6, label={"nid": "NID"}.get(r.method, r.method))
+            handles, labels = ax.get_legend_handles_labels()
+            unique = dict(zip(labels, handles))
+            ax.legend(unique.values(), unique.keys(), fontsize=8)
+            ax.set_xlabel("training seconds (1 thread)")
+            ax.set_ylabel("PSNR, eval subset (dB)")
+            ax.set_title(f"{collection.name}, {views} views{title} (each line an object)")
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(path, fig, dpi=120)
 

@@ -135,6 +135,8 @@ def make_trainer_config(
     config.machine.device_type = device  # type: ignore[assignment]
     config.machine.seed = seed
     config.mixed_precision = False
+    if hasattr(config, "schedules_follow_iterations"):
+        config.schedules_follow_iterations = False  # the nominal count is no budget: keep the method's schedules
     config.max_num_iterations = max_num_iterations
     config.load_dir = None
 

@@ -68,11 +68,32 @@ def _new_folders(folder: Path) -> List[Path]:
     return new
 
 
+def follow_iterations(config: TrainerConfig) -> None:
+    """Set every LogDecay schedule's ``max_steps`` to the run's ``max_num_iterations`` (when the config asks for
+    it, see ``NIDTrainerConfig.schedules_follow_iterations``), so config.yml records the schedule that ran."""
+    from nid_nerf.engine.schedulers import LogDecaySchedulerConfig
+
+    if not getattr(config, "schedules_follow_iterations", False):
+        return
+    if config.load_dir is not None or config.load_checkpoint is not None:
+        return  # a resumed run counts --max-num-iterations from its loaded step: its schedules stay as they are
+    for group in config.optimizers.values():
+        scheduler = group.get("scheduler")
+        if isinstance(scheduler, LogDecaySchedulerConfig):
+            scheduler.max_steps = int(config.max_num_iterations)
+
+
 @dataclass
 class NIDTrainerConfig(TrainerConfig):
     """nerfstudio's TrainerConfig; its ``save_config`` also prepares the launch (see :meth:`save_config`)."""
 
     _target: Type = field(default_factory=lambda: NIDTrainer)
+    schedules_follow_iterations: bool = True
+    """Decay every learning rate over ``max_num_iterations``: the method's schedules are written for its own
+    iteration count (nid-field 2000, nid-dict 6000), so that ``--max-num-iterations 3000`` on nid-dict would
+    otherwise stop half way down its decay (the experts at 1/5 of their rate instead of 1/30). False keeps each
+    scheduler's own ``max_steps`` (the benchmarks, whose nominal iteration count is not their budget). A resumed
+    run (``--load-dir``) keeps its schedules: nerfstudio counts its iterations from the loaded step."""
 
     def save_config(self) -> None:
         """Prepare the launch, check that the run folder is writable, then save config.yml (nerfstudio's).
@@ -82,6 +103,7 @@ class NIDTrainerConfig(TrainerConfig):
         applied here, first, so that a bad output folder is already reported in one line.
         """
         prepare_launch(self)
+        follow_iterations(self)
         new = _new_folders(Path(self.get_base_dir()).absolute())
         check_writable_folder(self.get_base_dir())
         _NEW_RUN_FOLDERS.update(new)
@@ -101,6 +123,7 @@ class NIDTrainer(Trainer):
         process created it, so outputs/ does not fill with empty runs. An existing folder is never removed.
         """
         keep_freed_memory()  # 10-34 % faster CPU steps; see nid_nerf.engine.allocator
+        follow_iterations(self.config)
         if is_main_process():
             clean_checkpoint_folder(self.base_dir, self.checkpoint_dir)
         model_config = self.config.pipeline.model
