@@ -151,6 +151,25 @@ def test_category_time_plot_adds_a_long_budget_row(tmp_path):
     assert one.width == two.width and two.height > 1.8 * one.height  # a second row of panels
 
 
+def test_category_runs_of_two_processes_share_one_file(tmp_path):
+    from nid_nerf.benchmarks import categories as cat
+
+    path = tmp_path / "runs_chair.json"
+    scratch = bench.Run("chair", "a", 3, "scratch", curve=[(1, 0.1, 12.0)])
+    nid = bench.Run("chair", "a", 3, "nid", curve=[(1, 0.1, 14.0)])
+    cat.save_category(path, "scratch only", [scratch])
+    cat.save_category(path, "nid only", [nid])  # a second process, started with --methods nid
+    done = fewview_load(path)
+    assert sorted(done) == sorted([scratch.key, nid.key]) and done[scratch.key].curve == [(1, 0.1, 12.0)]
+    nid.curve = [(1, 0.1, 15.0)]
+    cat.save_category(path, "nid again", [nid])  # a redone run replaces its old record
+    assert fewview_load(path)[nid.key].curve == [(1, 0.1, 15.0)] and len(fewview_load(path)) == 2
+
+
+def fewview_load(path):
+    return bench.load_done(path)
+
+
 def test_category_plan_long_views_and_methods(tmp_path):
     import argparse
 

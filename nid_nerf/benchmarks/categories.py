@@ -144,7 +144,18 @@ def runs_path(work: Path, collection: str) -> Path:
 
 
 def save_category(path: Path, command: str, runs: List[Run]) -> None:
-    write_text(path, json.dumps({"command": command, "runs": [asdict(r) for r in runs]}, indent=1, default=str))
+    """Write ``runs`` into the category's JSON, keeping the runs already there that this invocation did not
+    redo: processes with different ``--methods`` (or objects) may share one work dir. The read, merge and write
+    happen under an exclusive lock on ``<path>.lock``; the write itself is atomic."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = load_done(path)
+        merged.update({r.key: r for r in runs})
+        write_text(path, json.dumps({"command": command, "runs": [asdict(r) for r in merged.values()]}, indent=1,
+                                    default=str))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -307,8 +307,8 @@ def load_done(path: Path) -> Dict[str, Run]:
     done = {}
     for item in json.loads(path.read_text())["runs"]:
         scores = {k: Score(**v) for k, v in item.pop("scores").items()}
+        item["curve"] = [tuple(c) for c in item.get("curve", [])]  # JSON gives lists
         run = Run(**item, scores=scores)
-        run.curve = [tuple(c) for c in run.curve]
         done[run.key] = run
     return done
 
