@@ -58,9 +58,10 @@ def _fmt(value: Optional[float], spec: str = ".2f") -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def evaluated_objects(collection: Collection, held_out: int, objects: int) -> List[str]:
-    """The first ``objects`` of the collection's last ``held_out`` scenes (those left out of pretraining)."""
-    return collection.scenes()[-held_out:][:objects]
+def evaluated_objects(collection: Collection, held_out: int, objects: int, first: int = 0) -> List[str]:
+    """``objects`` of the collection's last ``held_out`` scenes (those left out of pretraining), from the
+    ``first``-th on (a second process can take the later objects of the same work dir)."""
+    return collection.scenes()[-held_out:][first:first + objects]
 
 
 METHODS = ("nid", "scratch", "nid-mean", "nid-fixed")
@@ -75,7 +76,7 @@ def plan_runs(collections: Sequence[Collection], args) -> List[Tuple[Collection,
     refine penalty is what caps it)."""
     plan = []
     for collection in collections:
-        objects = evaluated_objects(collection, args.held_out, args.objects)
+        objects = evaluated_objects(collection, args.held_out, args.objects, getattr(args, "first_object", 0))
         for scene in objects:
             for views in [*args.views, args.all_views_count]:
                 plan += [(collection, collection.name, scene, views, m) for m in ("nid", "scratch")]
@@ -417,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", type=int, nargs="*", default=[1, 2, 3, 5])
     parser.add_argument("--all-views-count", type=int, default=15)
     parser.add_argument("--encoder-views", type=int, nargs="*", default=[1, 3])
+    parser.add_argument("--first-object", type=int, default=0,
+                        help="start at this held-out object (0: the first); for a second process sharing the work "
+                             "dir; the report then uses --first-object 0 and every object")
     parser.add_argument("--long-objects", type=int, default=2)
     parser.add_argument("--long-views", type=int, nargs="*", default=None,
                         help="view counts of the long budget (default: all views); 3 gives the converged 3-view "
