@@ -279,7 +279,9 @@ def markdown(runs: List[Run], args, collections: Sequence[Collection], command: 
              f"{len(collections[0].scenes()) - args.held_out} objects; the held-out objects are the last "
              f"{args.held_out}, of which the first {args.objects} are evaluated here",
              f"- every run {args.steps} steps of {args.rays} rays (NID: {args.solve_steps} solve + "
-             f"{args.steps - args.solve_steps} refine); long budget: {args.long_steps} steps; 1 thread per process",
+             f"{args.steps - args.solve_steps} refine up to 3 views; with more views nid-field's solve_views "
+             f"shortens the solve to {args.solve_steps} * 3 / views); long budget: {args.long_steps} steps; 1 thread "
+             "per process",
              "- PSNR / SSIM over the 5 test views (white background); curves on "
              f"{args.eval_images} test views", ""]
     for collection in collections:

@@ -265,17 +265,19 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
                                  overrides=overrides)
     sdf = run.method in SDF_METHODS
     nid = run.method in NID_METHODS
-    marks = eval_steps(steps, args.eval_every, args.solve_steps if nid else None)
-
-    def score(trained: TrainRun) -> None:
-        done = trained.steps
-        if done in marks:
-            run.curve.append((done, trained.train_seconds, trained.evaluate().psnr))
-        if nid and done == args.solve_steps:
-            run.scores["solve"] = final_score(trained.pipeline, done, trained.train_seconds, scene_dir, sdf,
-                                              args.mesh_resolution)
-
     with TrainRun(config, eval_images=args.eval_images) as trained:
+        # the model's own solve length: shorter than --solve-steps for scenes of many views (solve_views)
+        solve_steps = trained.pipeline.model.scene_solve_steps() if nid else None
+        marks = eval_steps(steps, args.eval_every, solve_steps)
+
+        def score(trained: TrainRun) -> None:
+            done = trained.steps
+            if done in marks:
+                run.curve.append((done, trained.train_seconds, trained.evaluate().psnr))
+            if nid and done == solve_steps:
+                run.scores["solve"] = final_score(trained.pipeline, done, trained.train_seconds, scene_dir, sdf,
+                                                  args.mesh_resolution)
+
         if nid and getattr(args, "score_start", False):
             score_start(run, trained, scene_dir, args)
         train(trained, Stop(steps=steps), [score])

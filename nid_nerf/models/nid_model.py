@@ -71,8 +71,8 @@ class TrainingTerms(NamedTuple):
 
 
 def anneal_steps(base: Optional[int], views: int, reference_views: Optional[int]) -> Optional[int]:
-    """The refine anneal length for a scene of ``views`` training views: ``base`` up to ``reference_views``, then
-    ``base * reference_views / views`` (rounded, at least 1).
+    """A stage length (the refine anneal, the solve) for a scene of ``views`` training views: ``base`` up to
+    ``reference_views``, then ``base * reference_views / views`` (rounded, at least 1).
 
     >>> anneal_steps(500, 3, 3), anneal_steps(500, 5, 3), anneal_steps(500, 15, 3), anneal_steps(500, 15, None)
     (500, 300, 100, 500)
@@ -112,7 +112,14 @@ class NIDModelConfig(ModelConfig):
     dictionary_path: Optional[Path] = None
     """A dictionary.pt from nid-dict: solve this scene's code against it, then refine."""
     solve_steps: int = 300
-    """With a dictionary: steps during which only the code (and beta) are optimised."""
+    """With a dictionary: steps during which only the code (and beta) are optimised (for scenes of at most
+    solve_views training views; see solve_views)."""
+    solve_views: Optional[int] = 3
+    """solve_steps holds for scenes of at most this many training views; a scene with more views solves for
+    proportionally fewer steps, solve_steps * solve_views / views (20 of 100 at 15 views), and refines for the rest:
+    the more views, the sooner the refine can use them, and a code the dictionary spans badly costs less. On 5 held-out
+    ShapeNet chairs at 15 views and 400 steps, 20 solve steps instead of 100 (docs/categories_chair_12k.md). None:
+    solve_steps for every view count."""
     solve_gate: Literal["dense", "top-k"] = "dense"
     """With a dictionary: which experts the new scene's code may use. dense: all K (the tables are mixed once per
     step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
@@ -376,6 +383,12 @@ class NIDModel(Model):
         step = self._step if step is None else step
         return max(0.0, 1.0 - (step - self.refine_start_step) / max(1, anneal))
 
+    def scene_solve_steps(self) -> int:
+        """Solve steps for this scene's training views (see ``solve_views``)."""
+        if self.config.solve_steps <= 0:
+            return self.config.solve_steps
+        return int(anneal_steps(self.config.solve_steps, int(self.num_train_data), self.config.solve_views))
+
     def refine_anneal_steps(self) -> Optional[int]:
         """Refine steps over which the penalty and the code prior fall to 0, for this scene's training views."""
         return anneal_steps(self.config.refine_anneal_steps, int(self.num_train_data), self.config.refine_anneal_views)
@@ -518,9 +531,10 @@ class NIDModel(Model):
         if self.field.refine_table is not None and self.config.refine:
             def start_refine(step: int) -> None:
                 self._step = step
-                if step >= self.config.solve_steps and not self.refining:
+                solve_steps = self.scene_solve_steps()
+                if step >= solve_steps and not self.refining:
                     # the solve's end, also when a run resumed past it (the anneal continues where it was)
-                    self.refine_start_step = self.config.solve_steps
+                    self.refine_start_step = solve_steps
                     self.field.refine_table.requires_grad_(True)
                     if self.config.refine_decoder:
                         for p in self.field.decoder_parameters():
