@@ -123,12 +123,13 @@ def test_solve_is_shorter_for_scenes_with_more_views():
     from nid_nerf.models.nid_model import NIDModel
 
     def solve(views, steps=100, reference=3):
-        model = SimpleNamespace(config=SimpleNamespace(solve_steps=steps, solve_views=reference), num_train_data=views)
+        model = SimpleNamespace(config=SimpleNamespace(solve_steps=steps, solve_views=reference,
+                                                       many_view_solve_steps=20), num_train_data=views)
         return NIDModel.scene_solve_steps(model)
 
-    # 100 * 3 / views above 3 views: 60 at 5, 20 at 15; None keeps 100; a solve of 0 steps stays 0
-    assert [solve(v) for v in (1, 3, 5, 15)] == [100, 100, 60, 20]
-    assert solve(15, reference=None) == 100 and solve(15, steps=0) == 0
+    # 100 up to 3 views, 20 above; never longer than solve_steps; None keeps solve_steps
+    assert [solve(v) for v in (1, 3, 4, 5, 15)] == [100, 100, 20, 20, 20]
+    assert solve(15, steps=10) == 10 and solve(15, reference=None) == 100 and solve(15, steps=0) == 0
 
 
 def test_refine_anneal_is_shorter_for_scenes_with_more_views():

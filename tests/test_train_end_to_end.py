@@ -92,7 +92,7 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     said = " ".join(result.stdout.split())
     assert "the solve starts from the code the dictionary's encoder predicts from 12 training views" in said
-    assert "refining with a refine table from step 2 " in said, "12 views solve for 10 * 3 / 12 steps (solve_views)"
+    assert "refining with a refine table from step 10 " in said, "12 views: min(10, many_view_solve_steps) steps"
     state = torch.load(next((tmp_path / "solve").rglob("*.ckpt")), weights_only=True)["pipeline"]
     tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
     assert torch.equal(tables, payload["tables"]), "the dictionary stays frozen while solving"

@@ -280,7 +280,8 @@ def markdown(runs: List[Run], args, collections: Sequence[Collection], command: 
              f"{args.held_out}, of which the first {args.objects} are evaluated here",
              f"- every run {args.steps} steps of {args.rays} rays (NID: {args.solve_steps} solve + "
              f"{args.steps - args.solve_steps} refine up to 3 views; with more views nid-field's solve_views "
-             f"shortens the solve to {args.solve_steps} * 3 / views); long budget: {args.long_steps} steps; 1 thread "
+             "and many_view_solve_steps shorten the solve, 20 steps by default); long budget: "
+             f"{args.long_steps} steps; 1 thread "
              "per process",
              "- PSNR / SSIM over the 5 test views (white background); curves on "
              f"{args.eval_images} test views", ""]

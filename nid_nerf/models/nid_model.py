@@ -71,8 +71,8 @@ class TrainingTerms(NamedTuple):
 
 
 def anneal_steps(base: Optional[int], views: int, reference_views: Optional[int]) -> Optional[int]:
-    """A stage length (the refine anneal, the solve) for a scene of ``views`` training views: ``base`` up to
-    ``reference_views``, then ``base * reference_views / views`` (rounded, at least 1).
+    """The refine anneal length for a scene of ``views`` training views: ``base`` up to ``reference_views``, then
+    ``base * reference_views / views`` (rounded, at least 1).
 
     >>> anneal_steps(500, 3, 3), anneal_steps(500, 5, 3), anneal_steps(500, 15, 3), anneal_steps(500, 15, None)
     (500, 300, 100, 500)
@@ -116,10 +116,12 @@ class NIDModelConfig(ModelConfig):
     solve_views training views; see solve_views)."""
     solve_views: Optional[int] = 3
     """solve_steps holds for scenes of at most this many training views; a scene with more views solves for
-    proportionally fewer steps, solve_steps * solve_views / views (20 of 100 at 15 views), and refines for the rest:
-    the more views, the sooner the refine can use them, and a code the dictionary spans badly costs less. On 5 held-out
-    ShapeNet chairs at 15 views and 400 steps, 20 solve steps instead of 100 (docs/categories_chair_12k.md). None:
-    solve_steps for every view count."""
+    many_view_solve_steps and refines for the rest: with many views the refine can use them sooner, and a code the
+    dictionary spans badly costs less. None: solve_steps for every view count."""
+    many_view_solve_steps: int = 20
+    """Solve steps (at most solve_steps) for scenes of more than solve_views views. On 5 held-out ShapeNet chairs at
+    400 steps, 20 instead of 100 gave +0.90 dB at 5 views and +1.48 dB at 15 (NID - scratch from +0.26 to +1.16 and
+    from -0.90 to +0.58); a proportional 60 at 5 views gave -0.23 (docs/categories_chair_12k.md)."""
     solve_gate: Literal["dense", "top-k"] = "dense"
     """With a dictionary: which experts the new scene's code may use. dense: all K (the tables are mixed once per
     step, so the per-sample cost does not depend on it); top-k: the dictionary's own k, picked by the mean code.
@@ -385,9 +387,10 @@ class NIDModel(Model):
 
     def scene_solve_steps(self) -> int:
         """Solve steps for this scene's training views (see ``solve_views``)."""
-        if self.config.solve_steps <= 0:
+        views, limit = int(self.num_train_data), self.config.solve_views
+        if limit is None or views <= limit:
             return self.config.solve_steps
-        return int(anneal_steps(self.config.solve_steps, int(self.num_train_data), self.config.solve_views))
+        return min(self.config.solve_steps, self.config.many_view_solve_steps)
 
     def refine_anneal_steps(self) -> Optional[int]:
         """Refine steps over which the penalty and the code prior fall to 0, for this scene's training views."""
