@@ -310,6 +310,11 @@ def mean_of(rows: List[Dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def view_means(rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """The test views' mean PSNR and SSIM, full image and masked."""
+    return {key: mean_of(rows, key) for key in ("psnr", "ssim", "psnr_masked", "ssim_masked")}
+
+
 def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
     """Train a scene's runs side by side (one iteration each in turn), score them, export and score the meshes."""
     from nid_nerf.benchmarks.harness import EveryTrainSeconds, Stop, TrainRun, train
@@ -351,8 +356,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
                 "eval_images": len(pipeline.datamanager.eval_dataset), "steps": run.steps,
                 "train_seconds": run.train_seconds, "median_step_seconds": statistics.median(secs),
                 "curve": [{"step": p.step, "seconds": p.train_seconds, "psnr": p.psnr} for p in points],
-                "test": {"images": rows, **{key: mean_of(rows, key) for key in
-                                            ("psnr", "ssim", "psnr_masked", "ssim_masked")}},
+                "test": {"images": rows, **view_means(rows)},
             }
             if args.compare_eval_render and hasattr(pipeline.model.config, "eval_render"):
                 # the same weights scored with the other eval render (surface shading or volume rendering)
@@ -364,8 +368,7 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
                 finally:
                     pipeline.model.config.eval_render = kept
                 result["eval_render"] = kept
-                result["test_other_render"] = {"mode": other, "images": other_rows, **{
-                    key: mean_of(other_rows, key) for key in ("psnr", "ssim", "psnr_masked", "ssim_masked")}}
+                result["test_other_render"] = {"mode": other, "images": other_rows, **view_means(other_rows)}
                 print(f"   {spec.name}: test PSNR {result['test_other_render']['psnr']:.2f} dB with eval-render "
                       f"{other}", flush=True)
             print(f"   {spec.name}: {run.steps} steps, test PSNR {result['test']['psnr']:.2f} dB"

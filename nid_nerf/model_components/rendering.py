@@ -18,10 +18,15 @@ def ray_aabb(
     t0 = (aabb[0] - origins) * inv
     t1 = (aabb[1] - origins) * inv
     near = torch.minimum(t0, t1).amax(-1).clamp(min=near_min)
-    far = torch.maximum(t0, t1).amin(-1)
-    hit = far > near + 1e-6
-    far = torch.where(hit, far, near + 1e-3)
+    far, hit = interval_hit(near, torch.maximum(t0, t1).amin(-1))
     return near, far, hit
+
+
+def interval_hit(near: Float[Tensor, " R"], far: Float[Tensor, " R"]) -> Tuple[Float[Tensor, " R"], Bool[Tensor, " R"]]:
+    """``far`` and ``hit`` of ray intervals: ``hit`` False where the interval is empty, whose ``far`` then becomes
+    ``near + 1e-3`` (a short, harmless interval for the samplers)."""
+    hit = far > near + 1e-6
+    return torch.where(hit, far, near + 1e-3), hit
 
 
 def laplace_density(sdf: Float[Tensor, " *bs"], beta: Float[Tensor, ""]) -> Float[Tensor, " *bs"]:

@@ -38,6 +38,7 @@ from nid_nerf.model_components.image_metrics import lpips_if_available, masked_p
 from nid_nerf.model_components.rendering import (
     distortion_loss,
     grid_lookup,
+    interval_hit,
     ray_aabb,
     render_weights_from_edges,
     sample_pdf,
@@ -574,9 +575,9 @@ class NIDModel(Model):
         if self.background is not None and self.background.inscribed:
             # the background owns what lies beyond its sphere; the SDF renders the box inside it
             t_in, t_out = sphere_chord(origins, directions, self.background.centre, self.background.radius)
-            near, far = torch.maximum(near, t_in), torch.minimum(far, t_out)
-            hit = hit & (far > near + 1e-6)
-            far = torch.where(hit, far, near + 1e-3)
+            near = torch.maximum(near, t_in)
+            far, inside = interval_hit(near, torch.minimum(far, t_out))
+            hit = hit & inside
         edges_c, w_c, sdf_c = self._coarse_pass(origins, directions, scene, near, far)
         if self.training:
             outputs = self._with_background(self._render(origins, directions, scene, edges_c, w_c, hit, far), origins,
