@@ -186,3 +186,92 @@ def test_exported_mesh_is_in_the_input_frame(scaled, tmp_path):
                                                 colors=False, bbox=(*(OFFSET - half), *(OFFSET + half)))),
                          process=False)
     np.testing.assert_allclose(np.median(np.linalg.norm(boxed.vertices - OFFSET, axis=1)), 0.5 * half, rtol=0.03)
+
+
+def _frontal_arc(distance: float = 4.0):
+    """Cameras on a frontal arc (azimuth -45..45, elevation -30..30 degrees) looking at the origin, world z up: a
+    handheld capture of an object on a wall, every camera's image-up near +z."""
+    from nid_nerf.synthetic.cameras import look_at
+
+    az, el = np.meshgrid(np.deg2rad(np.linspace(-45, 45, 4)), np.deg2rad(np.linspace(-30, 30, 3)))
+    dirs = np.stack([np.cos(el) * np.sin(az), -np.cos(el) * np.cos(az), np.sin(el)], -1).reshape(-1, 3)
+    return look_at(distance * dirs)
+
+
+def test_up_stretch_of_a_portrait_arc():
+    from nid_nerf.dataparsers.normalisation import MAX_STRETCH, fit_normalisation
+
+    c2w = _frontal_arc()
+    across, up = np.full(len(c2w), np.deg2rad(20.0)), np.full(len(c2w), np.deg2rad(35.0))
+    fit = fit_normalisation(c2w[:, :3], across, vertical_half_fovs=up)
+    radius = 4.0 * np.sin(np.deg2rad(20.0))  # every camera 4 from the focus, the origin
+    np.testing.assert_allclose(1.0 / fit.scale, radius, rtol=1e-4)
+    np.testing.assert_allclose(fit.stretch, np.sin(np.deg2rad(35.0)) / np.sin(np.deg2rad(20.0)), rtol=1e-4)
+    assert fit.up is not None and fit.up[2] > 0.99
+    # the reach along u and the radius across it (depth included) both land on the unit sphere
+    m = fit.matrix()
+    reach = fit.stretch * radius * fit.up
+    across_u = np.cross(fit.up, [1.0, 0.0, 0.0])
+    for point in (reach, radius * across_u / np.linalg.norm(across_u), radius * np.array([0.0, -1.0, 0.0])):
+        np.testing.assert_allclose(np.linalg.norm(m[:3, :3] @ point + m[:3, 3]), 1.0, atol=0.02)
+    # landscape, or square: the sphere; very tall: capped
+    assert fit_normalisation(c2w[:, :3], across, vertical_half_fovs=across).up is None
+    assert fit_normalisation(c2w[:, :3], up, vertical_half_fovs=across).stretch == 1.0
+    tall = fit_normalisation(c2w[:, :3], np.full(len(c2w), 0.1), vertical_half_fovs=up)
+    assert tall.stretch == MAX_STRETCH
+
+
+def test_no_up_stretch_without_a_shared_up(scene):
+    from nid_nerf.dataparsers.normalisation import fit_normalisation
+
+    meta = json.loads((scene / "transforms.json").read_text())
+    c2w = np.array([f["transform_matrix"] for f in meta["frames"]])[:, :3]  # an orbit over the whole sphere
+    fit = fit_normalisation(c2w, np.full(len(c2w), 0.3), vertical_half_fovs=np.full(len(c2w), 0.6))
+    assert fit.up is None and fit.stretch == 1.0
+    np.testing.assert_allclose(fit.matrix()[:3, :3], fit.scale * np.eye(3))
+
+
+def test_up_stretched_rays_are_the_files_rays(scene, tmp_path, monkeypatch):
+    """A portrait capture (the vertical field of view the wider, as instant-ngp's fox): the model frame is squeezed
+    along the cameras' up, and each model ray, mapped back by the recorded input frame, is the file's pixel ray."""
+    from nid_nerf.dataparsers import scene as scene_module
+
+    arc = _frontal_arc()
+    out_dir = _rewrite(scene, tmp_path / "portrait")
+    meta = json.loads((out_dir / "transforms.json").read_text())
+    for k, frame in enumerate(meta["frames"]):
+        frame["transform_matrix"] = (_scaled(arc[k % len(arc)])).tolist()
+    fx = float(meta.get("fl_x") or meta["frames"][0]["fl_x"])
+    for holder in [meta] + meta["frames"]:
+        if "fl_y" in holder:
+            holder["fl_y"] = 0.6 * fx  # a taller field of view than wide
+    meta["fl_y"] = 0.6 * fx
+    (out_dir / "transforms.json").write_text(json.dumps(meta))
+    logged = []
+    monkeypatch.setattr(scene_module.CONSOLE, "log", lambda *args, **kwargs: logged.append(" ".join(map(str, args))))
+    out = _outputs(out_dir)
+    assert any("times farther along the cameras' up" in line for line in logged)
+    m = out.metadata[INPUT_FRAME_KEY].numpy()
+    singular = np.linalg.svd(m[:3, :3], compute_uv=False)
+    assert singular.max() / singular.min() > 1.2, "not a similarity: squeezed along up"
+    inverse = np.linalg.inv(m)
+    by_name = {Path(f["file_path"]).name: f for f in meta["frames"]}
+    cameras = out.cameras
+    for k in range(2):
+        frame = by_name[Path(out.image_filenames[k]).name]
+        c2w_file = np.asarray(frame["transform_matrix"])
+        fy = float(frame.get("fl_y", meta["fl_y"]))
+        cx = float(frame.get("cx", meta.get("cx")))
+        cy = float(frame.get("cy", meta.get("cy")))
+        pixel = torch.tensor([[5.5, 17.5]])  # (row, col)
+        ray = cameras.generate_rays(camera_indices=k, coords=pixel)
+        for t in (0.5, 2.0):
+            p_model = (ray.origins + t * ray.directions).reshape(3).double().numpy()
+            p_file = inverse[:3, :3] @ p_model + inverse[:3, 3]
+            p_cam = np.linalg.inv(c2w_file) @ np.r_[p_file, 1.0]
+            col = fx * p_cam[0] / -p_cam[2] + cx
+            row = -fy * p_cam[1] / -p_cam[2] + cy
+            np.testing.assert_allclose([row, col], [5.5, 17.5], atol=1e-3)
+    flat = _outputs(out_dir, up_stretch=False).metadata[INPUT_FRAME_KEY].numpy()
+    singular = np.linalg.svd(flat[:3, :3], compute_uv=False)
+    np.testing.assert_allclose(singular.max() / singular.min(), 1.0, atol=1e-9)

@@ -405,13 +405,17 @@ def mesh_result(spec: RunSpec, pipeline, masks: Dict[str, Path], args, figure_pr
     if len(mesh.faces) == 0:
         out["error"] = "the SDF has no zero level set in the scene box"
         return out
-    c2w = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.cpu().numpy()
+    # pictured in the input frame, whose shape is the object's (the model frame may be squeezed along up)
+    to_model = model_from_input(pipeline)
+    written = mesh.copy() if to_model is None else mesh_to_input_frame(mesh.copy(), to_model)
+    c2w = np.tile(np.eye(4), (len(pipeline.datamanager.train_dataset.cameras), 1, 1))
+    c2w[:, :3] = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.cpu().numpy()
+    if to_model is not None:
+        c2w = np.linalg.inv(to_model) @ c2w
     picture = figure_prefix.with_name(f"{figure_prefix.name}_{scene}_{tag}_mesh.png")
-    save_image(picture, mesh_picture(mesh, c2w))
+    save_image(picture, mesh_picture(written, c2w))
     out["figure"] = picture.name
     if args.mesh_dir is not None:
-        to_model = model_from_input(pipeline)
-        written = mesh.copy() if to_model is None else mesh_to_input_frame(mesh.copy(), to_model)
         out["path"] = str(write_mesh(Path(args.mesh_dir) / f"{scene}_{tag}.ply", written))
     if spec.silhouettes:
         dataset = pipeline.datamanager.eval_dataset

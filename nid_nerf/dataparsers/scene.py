@@ -97,6 +97,10 @@ class NIDSceneDataParserConfig(DataParserConfig):
     the object fills the box [-1, 1]^3 (see nid_nerf.dataparsers.normalisation). auto: only when the transforms
     file has no 'scene_box' and no nerfstudio pose option below is set (nid-render-collection's scenes keep their
     frame); cameras: always; none: keep the file's frame. Exported meshes come back in the file's frame."""
+    up_stretch: bool = True
+    """With --normalize: let an upright object framed in portrait reach farther along the cameras' shared up vector
+    than across it (the model frame is squeezed along it; nid_nerf.dataparsers.normalisation). False keeps the
+    sphere every camera sees whole."""
     orientation_method: Literal["pca", "up", "vertical", "none"] = "none"
     """nerfstudio format only: how to re-orient the poses (none keeps the file's frame)."""
     center_method: Literal["poses", "focus", "none"] = "none"
@@ -285,32 +289,41 @@ class NIDSceneDataParser(DataParser):
             poses = np.tile(np.eye(4), (len(meta["frames"]), 1, 1))
             poses[:, :3] = np.array([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)[:, :3, :4]
             poses = np.einsum("ij,njk->nik", first, poses)  # into nerfstudio's frame (identity by default)
-            half_fovs = np.array([_half_fov(f, meta) for f in meta["frames"]])
+            fovs = np.array([_half_fovs(f, meta) for f in meta["frames"]])
             points = _sparse_points(path, meta)
             if points is not None:
                 points = points @ first[:3, :3].T + first[:3, 3]
-            fit = fit_normalisation(poses[:, :3, :4], half_fovs, points)
+            fit = fit_normalisation(poses[:, :3, :4], fovs.min(1), points,
+                                    vertical_half_fovs=fovs[:, 1] if self.config.up_stretch else None)
             self._normalisations[key] = fit
             source = f"the cameras and {fit.num_points} sparse points" if fit.num_points else "the cameras"
+            stretched = (f", {fit.stretch:.3g} times farther along the cameras' up {np.round(fit.up, 3).tolist()}"
+                         " (--up-stretch False: a sphere)") if fit.up is not None else ""
             CONSOLE.log(
-                f"{path}: centred on {np.round(fit.centre, 4).tolist()} and scaled by {fit.scale:.4g} (from {source}),"
-                " so the object fits the box [-1, 1]^3; meshes are exported in the file's frame"
+                f"{path}: centred on {np.round(fit.centre, 4).tolist()} and scaled by {fit.scale:.4g} (from {source}"
+                f"{stretched}), so the object fits the box [-1, 1]^3; meshes are exported in the file's frame"
             )
         fit = self._normalisations[key]
-        similarity = fit.matrix()
+        affine = fit.matrix()
+        squeeze = fit.squeeze()
         c2w = outputs.cameras.camera_to_worlds.clone()
-        c2w[:, :3, 3] = (c2w[:, :3, 3] - torch.tensor(fit.centre, dtype=c2w.dtype)) * fit.scale
+        linear = torch.tensor(squeeze, dtype=c2w.dtype)
+        centre = torch.tensor(fit.centre, dtype=c2w.dtype)
+        # rays o + t R d map to s S (o - c) + t s S R d: the rotation block becomes S R (directions are normalised)
+        c2w[:, :3, 3] = (c2w[:, :3, 3] - centre) @ linear.T * fit.scale
+        c2w[:, :3, :3] = linear @ c2w[:, :3, :3]
         outputs.cameras.camera_to_worlds = c2w
         metadata = dict(outputs.metadata)
-        metadata[INPUT_FRAME_KEY] = torch.tensor(similarity @ np.asarray(metadata[INPUT_FRAME_KEY]),
+        metadata[INPUT_FRAME_KEY] = torch.tensor(affine @ np.asarray(metadata[INPUT_FRAME_KEY]),
                                                  dtype=torch.float64)
         if metadata.get("points3D_xyz") is not None:
             xyz = metadata["points3D_xyz"]
-            metadata["points3D_xyz"] = (xyz - torch.tensor(fit.centre, dtype=xyz.dtype)) * fit.scale
+            metadata["points3D_xyz"] = (xyz - centre.to(xyz.dtype)) @ linear.to(xyz.dtype).T * fit.scale
         # nerfstudio's convention (dataparser_transforms.json): p_out = scale * (transform @ p_original)
         scale = float(outputs.dataparser_scale)
         transform = outputs.dataparser_transform.clone()
         transform[:, 3] -= torch.tensor(fit.centre, dtype=transform.dtype) / scale
+        transform = torch.tensor(squeeze, dtype=transform.dtype) @ transform
         return replace(outputs, cameras=outputs.cameras, metadata=metadata, dataparser_transform=transform,
                        dataparser_scale=scale * fit.scale)
 
@@ -483,12 +496,12 @@ def _with_input_frame(outputs: DataparserOutputs, model_from_input: np.ndarray) 
     return replace(outputs, metadata=metadata)
 
 
-def _half_fov(frame: Dict, meta: Dict) -> float:
-    """Half the field of view of the smaller image side, in radians."""
+def _half_fovs(frame: Dict, meta: Dict) -> Tuple[float, float]:
+    """Half the field of view across the image's width and its height, in radians."""
     w, h = float(frame_value(frame, meta, "w")), float(frame_value(frame, meta, "h"))
     fx, fy = float(frame_value(frame, meta, "fl_x")), float(frame_value(frame, meta, "fl_y") or frame_value(
         frame, meta, "fl_x"))
-    return float(min(np.arctan(0.5 * w / fx), np.arctan(0.5 * h / fy)))
+    return float(np.arctan(0.5 * w / fx)), float(np.arctan(0.5 * h / fy))
 
 
 def _sparse_points(path: Path, meta: Dict) -> Optional[np.ndarray]:
