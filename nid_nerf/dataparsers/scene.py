@@ -304,26 +304,27 @@ class NIDSceneDataParser(DataParser):
                 f"{stretched}), so the object fits the box [-1, 1]^3; meshes are exported in the file's frame"
             )
         fit = self._normalisations[key]
-        affine = fit.matrix()
-        squeeze = fit.squeeze()
+        affine = torch.tensor(fit.matrix(), dtype=torch.float64)
+        linear, shift = affine[:3, :3], affine[:3, 3]
+
+        def moved(points: torch.Tensor) -> torch.Tensor:
+            return (points.double() @ linear.T + shift).to(points.dtype)
+
+        squeeze = torch.tensor(fit.squeeze(), dtype=torch.float64)  # exactly I without an up stretch
         c2w = outputs.cameras.camera_to_worlds.clone()
-        linear = torch.tensor(squeeze, dtype=c2w.dtype)
-        centre = torch.tensor(fit.centre, dtype=c2w.dtype)
-        # rays o + t R d map to s S (o - c) + t s S R d: the rotation block becomes S R (directions are normalised)
-        c2w[:, :3, 3] = (c2w[:, :3, 3] - centre) @ linear.T * fit.scale
-        c2w[:, :3, :3] = linear @ c2w[:, :3, :3]
+        # rays o + t R d map to A o + b + t s S R d: the rotation block becomes S R (directions are normalised)
+        c2w[:, :3, 3] = moved(c2w[:, :3, 3])
+        c2w[:, :3, :3] = squeeze.to(c2w.dtype) @ c2w[:, :3, :3]
         outputs.cameras.camera_to_worlds = c2w
         metadata = dict(outputs.metadata)
-        metadata[INPUT_FRAME_KEY] = torch.tensor(affine @ np.asarray(metadata[INPUT_FRAME_KEY]),
-                                                 dtype=torch.float64)
+        metadata[INPUT_FRAME_KEY] = affine @ torch.as_tensor(metadata[INPUT_FRAME_KEY], dtype=torch.float64)
         if metadata.get("points3D_xyz") is not None:
-            xyz = metadata["points3D_xyz"]
-            metadata["points3D_xyz"] = (xyz - centre.to(xyz.dtype)) @ linear.to(xyz.dtype).T * fit.scale
+            metadata["points3D_xyz"] = moved(metadata["points3D_xyz"])
         # nerfstudio's convention (dataparser_transforms.json): p_out = scale * (transform @ p_original)
         scale = float(outputs.dataparser_scale)
         transform = outputs.dataparser_transform.clone()
         transform[:, 3] -= torch.tensor(fit.centre, dtype=transform.dtype) / scale
-        transform = torch.tensor(squeeze, dtype=transform.dtype) @ transform
+        transform = squeeze.to(transform.dtype) @ transform
         return replace(outputs, cameras=outputs.cameras, metadata=metadata, dataparser_transform=transform,
                        dataparser_scale=scale * fit.scale)
 
