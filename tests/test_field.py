@@ -173,6 +173,25 @@ def test_coarse_grid_refreshed_by_slabs_equals_full_refresh():
     assert torch.allclose(model.coarse_sdf[0, 7, 5, 3], model.field.sdf(corner)[0, 0], atol=1e-5)
 
 
+def test_coarse_grid_preview_matches_the_field_on_its_own_vertices_and_interpolates_between():
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nid_nerf.models.nid_model import NIDModelConfig
+
+    config = NIDModelConfig(grid_resolution=13, log2_table_size=10, num_levels=4, max_resolution=32)
+    model = config.setup(scene_box=SceneBox(torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=1)
+    torch.nn.init.uniform_(model.field.experts.tables, -0.5, 0.5)
+    model.update_coarse_grid(0)
+    full = model.coarse_sdf[0].clone()
+    model.preview_coarse_grid(0, 7)  # 7 vertices per axis: every second vertex of the 13
+    preview = model.coarse_sdf[0].clone()
+    assert torch.allclose(preview[::2, ::2, ::2], full[::2, ::2, ::2], atol=1e-5), "exact on the coarse vertices"
+    # halfway between two coarse vertices along x: their mean
+    assert torch.allclose(preview[4, 6, 1], (full[4, 6, 0] + full[4, 6, 2]) / 2, atol=1e-5)
+    model.start_code(model.field.gate.codes[0], grid_resolution=13)  # not coarser: the full refresh
+    assert torch.allclose(model.coarse_sdf[0], full)
+
+
 def test_implementation_choice_without_tinycudann(monkeypatch):
     from nid_nerf.errors import NIDInputError
     from nid_nerf.fields import tcnn_backend

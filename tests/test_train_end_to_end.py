@@ -91,7 +91,8 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
                   "--max-num-iterations", "20", "--steps-per-save", "20", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
     said = " ".join(result.stdout.split())
-    assert "the solve starts from the code the dictionary's encoder predicts from 12 training views" in said
+    # the default start: a code search over the mean code, the encoder's prediction and the 2 pretraining codes
+    assert "nid: code search over 4 codes on 1024 training rays" in said, said[-3000:]
     assert "refining with a refine table from step 10 " in said, "12 views: min(10, many_view_solve_steps) steps"
     state = torch.load(next((tmp_path / "solve").rglob("*.ckpt")), weights_only=True)["pipeline"]
     tables = next(v for k, v in state.items() if k.endswith("field.experts.tables"))
@@ -103,14 +104,26 @@ def test_dictionary_pretrain_then_solve(collection, tmp_path):
     assert not bool(sparse), "the default solve gate is dense"
     assert bool(((codes[0] - payload["code_mean"]).abs() > 1e-6).all()), "a dense solve moves every entry of the code"
 
-    # an older dictionary without an encoder: the mean code, said in one line
-    old = tmp_path / "old_dictionary.pt"
-    torch.save({k: v for k, v in payload.items() if k != "encoder"}, old)
-    result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "old",
-                  "--pipeline.model.dictionary-path", old, "--max-num-iterations", "1", *FAST])
+    # --code-init encoder: the encoder's prediction alone
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "enc",
+                  "--pipeline.model.dictionary-path", dictionary, "--pipeline.model.code-init", "encoder",
+                  "--max-num-iterations", "1", *FAST])
     assert result.returncode == 0, result.stderr[-3000:]
     said = " ".join(result.stdout.split())
-    assert "no code encoder" in said and "starts from the mean code" in said, said[-3000:]
+    assert "the solve starts from the code the dictionary's encoder predicts from 12 training views" in said
+    assert "code search" not in said
+
+    # an older dictionary without an encoder: said in one line, and the search renders the mean code and the 2
+    # pretraining scenes' codes
+    old = tmp_path / "old_dictionary.pt"
+    torch.save({k: v for k, v in payload.items() if k != "encoder"}, old)
+    result = run(["ns-train", "nid-field", "--data", collection / "vases_0001", "--output-dir", tmp_path / "old",
+                  "--pipeline.model.dictionary-path", old, "--pipeline.model.code-search-rays", "256",
+                  "--max-num-iterations", "1", *FAST])
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join(result.stdout.split())
+    assert "no code encoder" in said and "the code search goes without its prediction" in said, said[-3000:]
+    assert "nid: code search over 3 codes on 256 training rays" in said, said[-3000:]
 
     # a dictionary whose architecture disagrees with explicit options fails with one line
     result = run(["ns-train", "nid-field", "--data", collection / "vases_0002", "--output-dir", tmp_path / "bad",

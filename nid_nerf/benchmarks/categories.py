@@ -413,6 +413,17 @@ def objects_figure(work: Path, collections: Sequence[Collection], args, path: Pa
 # ----------------------------------------------------------------------------------------------
 
 
+def nid_overrides(args, method: str) -> Optional[Dict[str, object]]:
+    """Config overrides of a run from ``--refine-anneal-steps`` (``nid``) and ``--code-init`` (``nid`` and
+    ``nid-fixed``; ``nid-mean`` always starts from the mean code); None: nid-field's own."""
+    extra: Dict[str, object] = {}
+    if args.refine_anneal_steps is not None and method == "nid":
+        extra["pipeline.model.refine_anneal_steps"] = args.refine_anneal_steps
+    if getattr(args, "code_init", None) is not None and method in ("nid", "nid-fixed"):
+        extra["pipeline.model.code_init"] = args.code_init
+    return extra or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", action="append", required=True, help="NAME=FOLDER:DICTIONARY (repeat)")
@@ -445,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refine-anneal-steps", type=int, default=None,
                         help="the nid runs' refine_anneal_steps (default: nid-field's own); for a schedule study, "
                              "in its own --work-dir")
+    parser.add_argument("--code-init", choices=["search", "encoder", "mean"], default=None,
+                        help="the nid runs' code_init (default: nid-field's own), e.g. to compare where the solve "
+                             "starts, each in its own --work-dir")
     parser.add_argument("--report-only", action="store_true",
                         help="with --resume: write the report from the finished runs only, running none")
     parser.add_argument("--notes", type=Path, default=None,
@@ -478,8 +492,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if run.key not in done:
             figure = (views == 3 and method in ("nid", "scratch") and not name.endswith(SUFFIX_LONG)
                       and scene in evaluated_objects(collection, args.held_out, args.figure_objects))
-            extra = ({"pipeline.model.refine_anneal_steps": args.refine_anneal_steps}
-                     if args.refine_anneal_steps is not None and method == "nid" else None)
+            extra = nid_overrides(args, method)
             train_run(run, collection.root / scene, run_settings(args, name.endswith(SUFFIX_LONG)),
                       collection.dictionary, args.work_dir / "runs", extra_overrides=extra,
                       after=figure_hook(run, args.work_dir, args) if figure else None)

@@ -266,6 +266,8 @@ def train_run(run: Run, scene_dir: Path, args, dictionary: Path, work: Path,
     sdf = run.method in SDF_METHODS
     nid = run.method in NID_METHODS
     with TrainRun(config, eval_images=args.eval_images) as trained:
+        # finding the starting code (encoder, code search) is part of the solve: it starts the training clock
+        trained.train_seconds = float(getattr(trained.pipeline, "start_seconds", 0.0))
         # the model's own solve length: shorter than --solve-steps for scenes of many views (solve_views)
         solve_steps = trained.pipeline.model.scene_solve_steps() if nid else None
         marks = eval_steps(steps, args.eval_every, solve_steps)
@@ -294,8 +296,9 @@ def score_start(run: Run, trained: TrainRun, scene_dir: Path, args) -> None:
     code's (``start_mean``), after which the run goes on from its own starting code."""
     model = trained.pipeline.model
     start = model.field.gate.codes[0].detach().clone()
-    run.scores["start"] = final_score(trained.pipeline, 0, 0.0, scene_dir, True, args.mesh_resolution)
-    run.curve.append((0, 0.0, trained.evaluate().psnr))
+    run.scores["start"] = final_score(trained.pipeline, 0, trained.train_seconds, scene_dir, True,
+                                      args.mesh_resolution)
+    run.curve.append((0, trained.train_seconds, trained.evaluate().psnr))
     if run.method == "nid":
         model.start_code(model.code_mean)
         run.scores["start_mean"] = final_score(trained.pipeline, 0, 0.0, scene_dir, True, args.mesh_resolution)

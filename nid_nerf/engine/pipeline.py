@@ -13,6 +13,7 @@ every step; metrics, losses, callbacks and checkpoints use the unwrapped model (
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional, Type, Union
@@ -72,6 +73,8 @@ class NIDPipeline(VanillaPipeline):
         with weights_from_checkpoint(test_mode != "val"):
             super().__init__(config, device, test_mode=test_mode, world_size=1, local_rank=local_rank,
                              grad_scaler=grad_scaler)
+        self.start_seconds = 0.0
+        """Seconds spent finding the solve's starting code (encoder, code search, grid) before the first step."""
         if test_mode == "val" and self.model.config.dictionary_path is not None and not building_for_checkpoint():
             self._start_solve()  # a resumed solve (--load-dir) gets its code from the checkpoint instead
         self.world_size = world_size
@@ -83,27 +86,62 @@ class NIDPipeline(VanillaPipeline):
             dist.barrier()
 
     def _start_solve(self) -> None:
-        """Where a solve against a dictionary starts: the code the dictionary's encoder predicts from the training
-        views (``code_init encoder``), else the mean code the model already holds; then the cached SDF grid is
-        brought to that field, so the first steps sample the predicted surface, not the initial sphere."""
+        """Where a solve against a dictionary starts (``code_init``): the code the dictionary's encoder predicts from
+        the training views (``encoder``), the best-rendering of the candidate codes (``search``), or the mean code the
+        model already holds; then the cached SDF grid is brought to that field, so the first steps sample the
+        predicted surface, not the initial sphere."""
+        began = time.perf_counter()
         model = self.model
         start = model.field.gate.codes[0].detach().clone()
-        if model.config.code_init == "encoder":
-            payload = getattr(model, "dictionary_encoder", None)
-            if payload is None:
-                CONSOLE.log(f"dictionary {model.config.dictionary_path} has no code encoder (pretrained by an older "
-                            "nid-nerf); the solve starts from the mean code. Fit one with nid-export-dictionary "
-                            "--load-config <its nid-dict run>/config.yml")
-            else:
-                from nid_nerf.fields.code_encoder import CodeEncoder, predict_code
-
-                encoder = CodeEncoder.from_payload(payload)
-                dataset = self.datamanager.train_dataset
-                images = [dataset.get_image_float32(i) for i in range(len(dataset))]
-                start = predict_code(encoder, images, dataset.cameras.camera_to_worlds, model.scene_box.aabb)
-                CONSOLE.log(f"nid: the solve starts from the code the dictionary's encoder predicts from "
-                            f"{len(dataset)} training views")
+        predicted = self._encoder_code() if model.config.code_init in ("encoder", "search") else None
+        if model.config.code_init == "encoder" and predicted is not None:
+            start = predicted
+            CONSOLE.log(f"nid: the solve starts from the code the dictionary's encoder predicts from "
+                        f"{len(self.datamanager.train_dataset)} training views")
+        if model.config.code_init == "search":
+            start = self._searched_code(predicted)
         model.start_code(start)
+        self.start_seconds = time.perf_counter() - began
+
+    def _encoder_code(self) -> Optional[torch.Tensor]:
+        """The code the dictionary's encoder predicts from the training views (None, with one log line, for a
+        dictionary without an encoder)."""
+        model = self.model
+        payload = getattr(model, "dictionary_encoder", None)
+        if payload is None:
+            fallback = ("the solve starts from the mean code" if model.config.code_init == "encoder"
+                        else "the code search goes without its prediction")
+            CONSOLE.log(f"dictionary {model.config.dictionary_path} has no code encoder (pretrained by an older "
+                        f"nid-nerf); {fallback}. Fit one with nid-export-dictionary --load-config "
+                        "<its nid-dict run>/config.yml")
+            return None
+        from nid_nerf.fields.code_encoder import CodeEncoder, predict_code
+
+        encoder = CodeEncoder.from_payload(payload)
+        dataset = self.datamanager.train_dataset
+        images = [dataset.get_image_float32(i) for i in range(len(dataset))]
+        return predict_code(encoder, images, dataset.cameras.camera_to_worlds, model.scene_box.aabb)
+
+    def _searched_code(self, predicted: Optional[torch.Tensor]) -> torch.Tensor:
+        """``code_init search``: the candidate code with the lowest error on a fixed sample of training rays."""
+        from nid_nerf.model_components.code_search import candidate_codes, render_error, search_code, training_rays
+
+        model = self.model
+        names, candidates = candidate_codes(getattr(model, "dictionary_codes", None), model.field.gate.top_k,
+                                            model.code_mean, predicted)
+        rays, batch = training_rays(self.datamanager, model.config.code_search_rays)
+
+        def error_of(code: torch.Tensor) -> float:
+            model.start_code(code, model.config.code_search_grid)
+            return render_error(model, rays, batch)
+
+        found = search_code(names, candidates, error_of, progress=True)
+        mse = found.errors[found.name]
+        CONSOLE.log(f"nid: code search over {len(names)} codes on {len(rays)} training rays "
+                    f"({found.seconds:.1f} s): the solve starts from {found.name} "
+                    f"(MSE {mse:.4f}; mean code {found.errors['mean']:.4f}"
+                    + (f", encoder {found.errors['encoder']:.4f})" if "encoder" in found.errors else ")"))
+        return found.code
 
     def _wrap(self) -> None:
         model = self.model  # unwrapped

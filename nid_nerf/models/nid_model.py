@@ -152,10 +152,17 @@ class NIDModelConfig(ModelConfig):
     more views constrain the scene, the less the prior protects and the more its penalty costs. On ShapeNet at 400
     steps a 100-step anneal gained 0.6 / 3.2 dB at 15 views and lost 0.1 / 0.8 dB at 3 (docs/categories.md). None:
     the same schedule for every view count."""
-    code_init: Literal["encoder", "mean"] = "encoder"
+    code_init: Literal["search", "encoder", "mean"] = "search"
     """With a dictionary: where the solve starts. encoder: the code the dictionary's encoder predicts from this
     scene's training views (the mean code, with one log line, for a dictionary without an encoder); mean: the
-    collection's mean code."""
+    collection's mean code; search: whichever of the mean code, the encoder's code and the codes of the scenes the
+    dictionary was pretrained on renders code_search_rays training rays best (no gradients; see
+    nid_nerf.model_components.code_search)."""
+    code_search_rays: int = 1024
+    """code_init search: training rays each candidate code renders (a fixed uniform sample of the training views)."""
+    code_search_grid: Optional[int] = 24
+    """code_init search: the cached SDF grid of each candidate is evaluated at this resolution and interpolated up
+    to grid_resolution (None: at grid_resolution; see NIDModel.start_code)."""
     encoder_steps: int = 1500
     """nid-dict: steps of fitting the code encoder to the learned codes after pretraining (0: no encoder)."""
     code_prior_mult: float = 1e-3
@@ -374,6 +381,8 @@ class NIDModel(Model):
         field.refine_table = nn.Parameter(torch.zeros_like(field.experts.expert(0)), requires_grad=False)
         self.dictionary_encoder: Optional[Dict] = dictionary.get("encoder")
         """The dictionary's code encoder payload (None: older dictionary, or loading a checkpoint)."""
+        self.dictionary_codes: Optional[Tensor] = dictionary.get("codes")
+        """The codes of the scenes the dictionary was pretrained on, [S, K] (None: loading a checkpoint)."""
         self.refine_start_step: Optional[int] = None
         self._step = 0
 
@@ -398,11 +407,29 @@ class NIDModel(Model):
         return anneal_steps(self.config.refine_anneal_steps, int(self.num_train_data), self.config.refine_anneal_views)
 
     @torch.no_grad()
-    def start_code(self, code: Tensor) -> None:
-        """Start the solve at ``code`` [K] and bring the cached SDF grid to the field it gives."""
+    def start_code(self, code: Tensor, grid_resolution: Optional[int] = None) -> None:
+        """Start the solve at ``code`` [K] and bring the cached SDF grid to the field it gives.
+
+        ``grid_resolution``: evaluate the grid at this coarser resolution and interpolate it up (a preview for the
+        code search: 24^3 points are an eighth of the default 48^3, whose refresh is most of a candidate's cost).
+        """
         self.field.gate.codes.copy_(code.to(self.field.gate.codes)[None].expand_as(self.field.gate.codes))
         for scene in range(self.num_scenes):
-            self.update_coarse_grid(scene)
+            if grid_resolution is None or grid_resolution >= self.config.grid_resolution:
+                self.update_coarse_grid(scene)
+            else:
+                self.preview_coarse_grid(scene, grid_resolution)
+
+    @torch.no_grad()
+    def preview_coarse_grid(self, scene: int, resolution: int, chunk: int = 65536) -> None:
+        """The cached SDF grid of one scene from the field at ``resolution``^3 vertices, trilinearly interpolated up
+        to the grid's own resolution (both vertex-aligned over the box, as :func:`grid_lookup` reads them)."""
+        lo, hi = self.field.aabb
+        pts = lo + self._grid_points01(resolution) * (hi - lo)
+        values = torch.cat([self.field.sdf(p, scene).view(-1) for p in pts.split(chunk)])
+        coarse = values.view(1, 1, resolution, resolution, resolution)
+        g = self.config.grid_resolution
+        self.coarse_sdf[scene] = F.interpolate(coarse, size=(g, g, g), mode="trilinear", align_corners=True)[0, 0]
 
     @property
     def refining(self) -> bool:
