@@ -127,10 +127,11 @@ def test_category_tables_from_hand_made_runs():
     assert cat.paired(runs, "chair", 3, ("nid", "final"), ("scratch", "final")) == [4.5, -2.0]
     quality = "\n".join(cat.quality_table(runs, "chair", [3], 15))
     assert "**+1.25** (-2.00)" in quality
+    runs[0].scores["start"].seconds = 6.5  # the code search's seconds before the first step
     encoder = cat.encoder_table(runs, "chair", [3], solve_steps=100)[-1]
-    # object a: predicted 15.0 - solved 18.5; the mean start reaches its own final 18.0 at step 50, the predicted
+    # object a: start 15.0 - solved 18.5; the mean start reaches its own final 18.0 at step 50, the searched
     # start at step 50 too (its curve passes 18.0 at 50)
-    assert "| 3 | 1 | 12.00 | 15.00 | 18.50 | -3.50 | 50 / 50 (1/1 reached) |" == encoder
+    assert "| 3 | 1 | 12.00 | 15.00 | 6.5 | 18.50 | -3.50 | 50 / 50 (1/1 reached) |" == encoder
     ttq = cat.time_to_quality_table(runs, "chair")
     # scratch a reaches its final 16.0 at 8 s (step 100); nid passes 16.0 between (0 s, 14) and (5 s, 18): 2.5 s
     assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 20.00 | 3.2x (4.0x) |" in ttq

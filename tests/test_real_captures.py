@@ -177,3 +177,25 @@ def test_also_argument_parses_labelled_overrides():
     for bad in ("no-colon", "label:", "label:key", ":a=1"):
         with pytest.raises(Exception, match="LABEL:path=value"):
             rc.also_argument(bad)
+
+
+def test_views_figure_leaves_the_truth_out_for_scenes_whose_photos_stay_out_of_the_repo(tmp_path):
+    from PIL import Image
+
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255  # the "photo"
+    blue = np.zeros((8, 8, 3), np.uint8)
+    blue[..., 2] = 255  # the render
+    pictures = {"run": [(red, blue)]}
+    rows = {"run": [{"psnr": 20.0}]}
+
+    def reds(truth: bool) -> int:
+        path = tmp_path / f"views_{truth}.png"
+        rc.views_figure(path, ["a.png"], pictures, rows, masked=False, truth=truth)
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert ((rgb[..., 2] > 200) & (rgb[..., 0] < 50)).any(), "the render is drawn"
+        return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 50) & (rgb[..., 2] < 50)).sum())
+
+    assert reds(True) > 0
+    assert reds(False) == 0
+    assert "fox" in rc.NO_PHOTOS_IN_FIGURES and "dtu" not in rc.NO_PHOTOS_IN_FIGURES

@@ -3,9 +3,10 @@
 For each category (a collection folder and the dictionary pretrained on it without its held-out objects) and each
 evaluated held-out object, in this process, with ``ns-train nid-field``'s own config:
 
-- **views** (``--views`` and all): ``nid`` (solve from the dictionary encoder's predicted code, then refine with
+- **views** (``--views`` and all): ``nid`` (solve from nid-field's starting code, then refine with
   the annealed penalty: nid-field's defaults) and ``scratch`` (the same field, K = 1), same step budget. ``nid`` is
-  also scored at step 0 (the predicted code alone, and the mean code) and at the end of its solve;
+  also scored at step 0 (the starting code alone: by default the code search's pick among the mean code, the
+  encoder's prediction and the pretraining codes; and the mean code) and at the end of its solve;
 - **encoder** (``--encoder-views``): ``nid-mean``, the solve alone from the mean code, for the solve steps the
   predicted code saves;
 - **long budget** (``--long-objects`` objects, ``--long-views``, all views by default, ``--long-steps``): ``nid``,
@@ -182,7 +183,7 @@ def paired(runs: Sequence[Run], collection: str, views: int, a: Tuple[str, str],
 
 
 def quality_table(runs: Sequence[Run], name: str, views_all: Sequence[int], all_count: int) -> List[str]:
-    rows = [("predicted code, 0 steps", "nid", "start"), ("mean code, 0 steps", "nid", "start_mean"),
+    rows = [("start code, 0 steps", "nid", "start"), ("mean code, 0 steps", "nid", "start_mean"),
             ("solve", "nid", "solve"), ("solve + refine", "nid", "final"), ("scratch", "scratch", "final")]
     lines = ["| views | " + " | ".join(r[0] for r in rows) + " | NID - scratch (min over objects) |",
              "|---|" + "---|" * (len(rows) + 1)]
@@ -201,12 +202,12 @@ def quality_table(runs: Sequence[Run], name: str, views_all: Sequence[int], all_
 
 def encoder_table(runs: Sequence[Run], name: str, views_list: Sequence[int], solve_steps: int) -> List[str]:
     """Predicted code against the mean code and the solved code, and the solve steps the prediction saves."""
-    lines = ["| views | objects | mean code | predicted code | solved code (mean start, "
-             f"{solve_steps} steps) | predicted - solved | steps to the solved PSNR: from mean / from predicted |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| views | objects | mean code | start code | seconds to the start code | solved code (mean start, "
+             f"{solve_steps} steps) | start - solved | steps to the solved PSNR: from mean / from start |",
+             "|---|---|---|---|---|---|---|---|"]
     for views in views_list:
         objects = sorted({r.scene for r in runs if (r.collection, r.views, r.method) == (name, views, "nid-mean")})
-        mean0, pred0, solved, gaps, steps_mean, steps_pred = [], [], [], [], [], []
+        mean0, pred0, solved, gaps, steps_mean, steps_pred, seconds = [], [], [], [], [], [], []
         for scene in objects:
             nid = next((r for r in runs if (r.collection, r.scene, r.views, r.method) == (name, scene, views, "nid")),
                        None)
@@ -216,6 +217,7 @@ def encoder_table(runs: Sequence[Run], name: str, views_list: Sequence[int], sol
                 continue
             mean0.append(nid.scores["start_mean"].psnr)
             pred0.append(nid.scores["start"].psnr)
+            seconds.append(nid.scores["start"].seconds)
             solved.append(mean_run.scores["final"].psnr)
             gaps.append(pred0[-1] - solved[-1])
             # on the eval subset's curves: the mean-start solve's final value is the target for both
@@ -224,6 +226,7 @@ def encoder_table(runs: Sequence[Run], name: str, views_list: Sequence[int], sol
             steps_pred.append(time_to_reach(nid.curve_until(solve_steps), target, 0))
         reached = [s for s in steps_pred if s is not None]
         lines.append(f"| {views} | {len(gaps)} | {_fmt(finite_mean(mean0))} | {_fmt(finite_mean(pred0))} | "
+                     f"{_fmt(finite_mean(seconds), '.1f')} | "
                      f"{_fmt(finite_mean(solved))} | {_fmt(finite_mean(gaps), '+.2f')} | "
                      f"{_fmt(finite_mean([s for s in steps_mean if s is not None]), '.0f')} / "
                      f"{_fmt(finite_mean(reached), '.0f')} ({len(reached)}/{len(steps_pred)} reached) |")
@@ -283,6 +286,9 @@ def markdown(runs: List[Run], args, collections: Sequence[Collection], command: 
              "and many_view_solve_steps shorten the solve, 20 steps by default); long budget: "
              f"{args.long_steps} steps; 1 thread "
              "per process",
+             f"- NID's start code: code_init {getattr(args, 'code_init', None) or 'search (nid-field default)'}; "
+             "the seconds it takes count on the training clock (search: the mean code, the encoder's prediction "
+             "and every pretraining code render 1024 training rays, the lowest error wins)",
              "- PSNR / SSIM over the 5 test views (white background); curves on "
              f"{args.eval_images} test views", ""]
     for collection in collections:
@@ -318,7 +324,7 @@ def plot_views(runs: Sequence[Run], args, collections: Sequence[Collection], pat
     for ax, collection in zip(axes[0], collections):
         for label, method, stage, color in (("NID solve + refine", "nid", "final", "tab:red"),
                                             ("NID solve", "nid", "solve", "tab:orange"),
-                                            ("predicted code, 0 steps", "nid", "start", "tab:green"),
+                                            ("start code, 0 steps", "nid", "start", "tab:green"),
                                             ("scratch", "scratch", "final", "tab:blue")):
             pts = [(v, finite_mean([s.psnr for s in pick(runs, collection.name, v, method, stage)])) for v in views_all]
             pts = [(v, p) for v, p in pts if math.isfinite(p)]

@@ -52,6 +52,9 @@ from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_figure, save_image, write_json, write_mesh, write_text
 
 SCENES: Dict[str, str] = {"dtu": "dtu_scan24", "maryrose": "maryrose", "fox": "fox"}
+NO_PHOTOS_IN_FIGURES = frozenset({"fox"})
+"""Scenes whose photos must stay out of the repository (the fox's SOURCE.md: instant-ngp's non-commercial licence
+asks that its images are not copied into nid-nerf): their test-view figures show the renders without the truth."""
 """--scenes key -> folder under --data-root"""
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "scenes"
 
@@ -286,16 +289,20 @@ def mesh_picture(mesh, camera_to_worlds: np.ndarray, size: int = 320) -> np.ndar
 
 
 def views_figure(path: Path, names: List[str], pictures: Dict[str, List[Tuple[np.ndarray, np.ndarray]]],
-                 rows: Dict[str, List[Dict[str, Any]]], masked: bool) -> None:
-    """Test views: ground truth, then each run's render with its PSNR (masked PSNR too for masked scenes)."""
+                 rows: Dict[str, List[Dict[str, Any]]], masked: bool, truth: bool = True) -> None:
+    """Test views: ground truth (unless ``truth`` is False), then each run's render with its PSNR (masked PSNR too
+    for masked scenes)."""
     plt = pyplot()
     runs = [r for r in pictures if pictures[r]]
     count = min(len(pictures[r]) for r in runs)
-    fig, axes = plt.subplots(count, 1 + len(runs), figsize=(2.6 * (1 + len(runs)), 2.4 * count), squeeze=False)
+    first = 1 if truth else 0
+    columns = first + len(runs)
+    fig, axes = plt.subplots(count, columns, figsize=(2.6 * columns, 2.4 * count), squeeze=False)
     for i in range(count):
-        axes[i][0].imshow(pictures[runs[0]][i][0])
-        axes[i][0].set_title(f"truth {names[i]}", fontsize=7)
-        for j, run in enumerate(runs, start=1):
+        if truth:
+            axes[i][0].imshow(pictures[runs[0]][i][0])
+            axes[i][0].set_title(f"truth {names[i]}", fontsize=7)
+        for j, run in enumerate(runs, start=first):
             row = rows[run][i]
             label = f"{run}\n{row['psnr']:.2f} dB" + (f", masked {row['psnr_masked']:.2f}"
                                                        if masked and "psnr_masked" in row else "")
@@ -381,7 +388,8 @@ def run_scene(scene: str, args, figure_prefix: Path) -> Dict[str, Any]:
             results.append(result)
         names = [r["image"] for r in next(iter(per_image.values()))]
         views_png = figure_prefix.with_name(f"{figure_prefix.name}_{scene}_views.png")
-        views_figure(views_png, names, pictures, per_image, masked=bool(masks))
+        views_figure(views_png, names, pictures, per_image, masked=bool(masks),
+                     truth=scene not in NO_PHOTOS_IN_FIGURES)
     finally:
         for run in runs:
             run.close()
