@@ -137,6 +137,16 @@ def test_category_tables_from_hand_made_runs():
     assert "| a | 16.00 | 8.0 s (100) | 2.5 s (25) | 20.00 | 3.2x (4.0x) |" in ttq
 
 
+def test_time_to_quality_of_a_start_code_already_there_counts_its_search_seconds():
+    from nid_nerf.benchmarks import categories as cat
+
+    scratch = bench.Run("chair", "c", 3, "scratch", curve=[(50, 4.0, 15.0), (100, 8.0, 16.0)])
+    nid = bench.Run("chair", "c", 3, "nid", curve=[(0, 12.0, 17.0), (100, 20.0, 18.0)])
+    row = cat.time_to_quality_table([scratch, nid], "chair")[-1]
+    # scratch reaches its final 16.0 at 8 s (step 100); the searched start code is above it at step 0, after 12 s
+    assert row == "| c | 16.00 | 8.0 s (100) | 12.0 s (0) | 18.00 | 0.7x (at step 0) |"
+
+
 def test_category_time_plot_adds_a_long_budget_row(tmp_path):
     from PIL import Image
 

@@ -252,7 +252,9 @@ def time_to_quality_table(runs: Sequence[Run], name: str, views: int = 3) -> Lis
         cell = "-" if t1 is None else f"{t1:.1f} s ({n1:.0f})"
         ratio = "-"
         if t1 is not None and t0:
-            ratio = f"{t0 / max(t1, 1e-3):.1f}x ({n0 / max(n1, 1e-3):.1f}x)" if t1 > 0 else "at step 0"
+            # reached at step 0: the starting code alone is there (its seconds are the code search's)
+            seconds = f"{t0 / t1:.1f}x" if t1 > 0 else "at 0 s"
+            ratio = f"{seconds} ({n0 / n1:.1f}x)" if n1 > 0 else f"{seconds} (at step 0)"
         lines.append(f"| {r.scene} | {target:.2f} | {t0:.1f} s ({n0:.0f}) | {cell} | {nid.curve[-1][2]:.2f} | "
                      f"{ratio} |")
     return lines
