@@ -77,3 +77,18 @@ def test_render_error_is_the_mean_squared_error_over_all_rays_in_eval_mode():
         expected)
     assert [n for n, _ in model.calls] == [2, 2, 1] and not any(t for _, t in model.calls), "chunks, in eval mode"
     assert model.training, "the model's mode is restored"
+
+
+def test_settings_benchmark_parses_settings_ranks_and_tabulates():
+    from nid_nerf.benchmarks import code_search as bench
+    from nid_nerf.errors import NIDInputError
+
+    assert bench.parse_setting("full/1024") == (None, 1024) and bench.parse_setting("24/512") == (24, 512)
+    with pytest.raises(NIDInputError, match="GRID/RAYS"):
+        bench.parse_setting("24x512")
+    assert bench.rank_of([0.3, 0.1, 0.2], 0) == 2 and bench.rank_of([0.3, 0.1, 0.2], 1) == 0
+    row = {"full/1024": {"pick": "scene 2", "seconds": 30.0, "test_psnr": 17.2, "reference_rank": 0},
+           "24/512": {"pick": "scene 5", "seconds": 5.0, "test_psnr": 16.2, "reference_rank": 3}}
+    page = bench.markdown({"a": row, "b": row}, ["full/1024", "24/512"], "python scripts/x.py", 3)
+    assert "| a | scene 2: 17.20 dB, rank 0, 30.0 s | scene 5: 16.20 dB, rank 3, 5.0 s |" in page
+    assert "| mean | 17.20 dB, 2/2 same pick, 30.0 s | 16.20 dB, 0/2 same pick, 5.0 s |" in page

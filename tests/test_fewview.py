@@ -207,6 +207,8 @@ def test_category_plan_long_views_and_methods(tmp_path):
     assert {p[3] for p in cat.plan_runs([collection], args) if p[1] == "chair-long"} == {15}
     args.first_object, args.objects = 1, 5  # a second process: the held-out objects from the second on
     assert {p[2] for p in cat.plan_runs([collection], args)} == {"chair_0003"}
+    args.no_all_views, args.long_objects = True, 0  # a partial run: 3 views only
+    assert {p[3] for p in cat.plan_runs([collection], args)} == {3}
 
 
 def test_category_notes_file_is_checked_before_any_run(tmp_path):

@@ -79,7 +79,8 @@ def plan_runs(collections: Sequence[Collection], args) -> List[Tuple[Collection,
     for collection in collections:
         objects = evaluated_objects(collection, args.held_out, args.objects, getattr(args, "first_object", 0))
         for scene in objects:
-            for views in [*args.views, args.all_views_count]:
+            all_views = [] if getattr(args, "no_all_views", False) else [args.all_views_count]
+            for views in [*args.views, *all_views]:
                 plan += [(collection, collection.name, scene, views, m) for m in ("nid", "scratch")]
             plan += [(collection, collection.name, scene, v, "nid-mean") for v in args.encoder_views]
         for views in long_views(args):
@@ -439,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objects", type=int, default=20, help="evaluate the first N held-out objects")
     parser.add_argument("--views", type=int, nargs="*", default=[1, 2, 3, 5])
     parser.add_argument("--all-views-count", type=int, default=15)
+    parser.add_argument("--no-all-views", action="store_true",
+                        help="leave out the runs from all training views (a partial run, e.g. 3 views only)")
     parser.add_argument("--encoder-views", type=int, nargs="*", default=[1, 3])
     parser.add_argument("--first-object", type=int, default=0,
                         help="start at this held-out object (0: the first); for a second process sharing the work "
