@@ -189,6 +189,8 @@ def quality_table(runs: Sequence[Run], name: str, views_all: Sequence[int], all_
     lines = ["| views | " + " | ".join(r[0] for r in rows) + " | NID - scratch (min over objects) |",
              "|---|" + "---|" * (len(rows) + 1)]
     for views in views_all:
+        if not pick(runs, name, views, "nid") and not pick(runs, name, views, "scratch"):
+            continue  # a partial run (--no-all-views) has no row for it
         cells = []
         for _, method, stage in rows:
             scores = pick(runs, name, views, method, stage)
