@@ -8,17 +8,20 @@ pretraining scenes' codes as the field used them, the mean code, and the encoder
 with the lowest photometric error. It needs no gradients and reads only the training views; by construction its
 pick is never worse on those rays than the mean code or the encoder's code.
 
-The functional core (:func:`best_candidate`) only ranks errors; :func:`search_code` does the rendering.
+The functional core (:func:`gated_codes`, :func:`candidate_codes`, :func:`best_candidate`, :func:`search_code`)
+ranks whatever errors it is given; :func:`training_rays` and :func:`render_error` render them with a real model.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm import tqdm
 
 
 @dataclass
@@ -70,10 +73,6 @@ def search_code(
 ) -> SearchResult:
     """Evaluate ``error_of(code)`` for every candidate and return the best (ties: the earliest, so the mean code
     wins a tie)."""
-    import time
-
-    from tqdm import tqdm
-
     start = time.perf_counter()
     errors = [float(error_of(code)) for code in tqdm(candidates, desc="code search", unit="code",
                                                        disable=not progress, leave=False)]
