@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -28,7 +27,7 @@ from nid_nerf.benchmarks.method_config import make_trainer_config
 from nid_nerf.benchmarks.report import command_line, finite_mean, fmt
 from nid_nerf.errors import NIDInputError
 from nid_nerf.io import write_text
-from nid_nerf.model_components.code_search import best_candidate, candidate_codes, render_error, training_rays
+from nid_nerf.model_components.code_search import candidate_codes, search_model_code
 
 DEFAULT_SETTINGS = ("full/1024", "24/1024", "24/512", "16/512")
 
@@ -64,13 +63,8 @@ def search_object(scene_dir: Path, dictionary: Path, views: int, settings: Seque
         found: Dict[str, Tuple[int, float, List[float]]] = {}
         for setting in settings:
             grid, rays = parse_setting(setting)
-            bundle, batch = training_rays(pipeline.datamanager, rays)
-            start = time.perf_counter()
-            errors = []
-            for code in candidates:
-                model.start_code(code, grid)
-                errors.append(render_error(model, bundle, batch))
-            found[setting] = (best_candidate(errors), time.perf_counter() - start, errors)
+            result = search_model_code(model, pipeline.datamanager, names, candidates, rays, grid)
+            found[setting] = (names.index(result.name), result.seconds, [result.errors[n] for n in names])
         test_psnr = {}
         for index in sorted({pick for pick, _, _ in found.values()}):
             model.start_code(candidates[index])

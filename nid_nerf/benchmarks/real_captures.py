@@ -52,10 +52,10 @@ from nid_nerf.errors import NIDInputError
 from nid_nerf.io import save_figure, save_image, write_json, write_mesh, write_text
 
 SCENES: Dict[str, str] = {"dtu": "dtu_scan24", "maryrose": "maryrose", "fox": "fox"}
+"""--scenes key -> folder under --data-root"""
 NO_PHOTOS_IN_FIGURES = frozenset({"fox"})
 """Scenes whose photos must stay out of the repository (the fox's SOURCE.md: instant-ngp's non-commercial licence
 asks that its images are not copied into nid-nerf): their test-view figures show the renders without the truth."""
-"""--scenes key -> folder under --data-root"""
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "scenes"
 
 DTU_MASKED_TARGET = 20.0

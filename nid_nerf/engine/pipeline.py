@@ -124,20 +124,15 @@ class NIDPipeline(VanillaPipeline):
 
     def _searched_code(self, predicted: Optional[torch.Tensor]) -> torch.Tensor:
         """``code_init search``: the candidate code with the lowest error on a fixed sample of training rays."""
-        from nid_nerf.model_components.code_search import candidate_codes, render_error, search_code, training_rays
+        from nid_nerf.model_components.code_search import candidate_codes, search_model_code
 
         model = self.model
         names, candidates = candidate_codes(getattr(model, "dictionary_codes", None), model.field.gate.top_k,
                                             model.code_mean, predicted)
-        rays, batch = training_rays(self.datamanager, model.config.code_search_rays)
-
-        def error_of(code: torch.Tensor) -> float:
-            model.start_code(code, model.config.code_search_grid)
-            return render_error(model, rays, batch)
-
-        found = search_code(names, candidates, error_of, progress=True)
+        found = search_model_code(model, self.datamanager, names, candidates, model.config.code_search_rays,
+                                  model.config.code_search_grid, progress=True)
         mse = found.errors[found.name]
-        CONSOLE.log(f"nid: code search over {len(names)} codes on {len(rays)} training rays "
+        CONSOLE.log(f"nid: code search over {len(names)} codes on {model.config.code_search_rays} training rays "
                     f"({found.seconds:.1f} s): the solve starts from {found.name} "
                     f"(MSE {mse:.4f}; mean code {found.errors['mean']:.4f}"
                     + (f", encoder {found.errors['encoder']:.4f})" if "encoder" in found.errors else ")"))

@@ -114,3 +114,17 @@ def render_error(model, ray_bundle, batch: Dict[str, Tensor], chunk: int = 1024)
         return total / max(1, count)
     finally:
         model.train(was_training)
+
+
+def search_model_code(model, datamanager, names: Sequence[str], candidates: Float[Tensor, "C K"], rays: int,
+                      grid_resolution: Optional[int], progress: bool = False) -> SearchResult:
+    """:func:`search_code` with a real model: each candidate starts the model's solve (its cached SDF grid at
+    ``grid_resolution``, see ``NIDModel.start_code``) and renders the same ``rays`` training rays. The model is
+    left at the last candidate; the caller starts the solve at the pick."""
+    bundle, batch = training_rays(datamanager, rays)
+
+    def error_of(code: Tensor) -> float:
+        model.start_code(code, grid_resolution)
+        return render_error(model, bundle, batch)
+
+    return search_code(names, candidates, error_of, progress=progress)
